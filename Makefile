@@ -1,0 +1,41 @@
+# Two commands: `make run` (embedded default, demo data) and `make test` (PostgreSQL + Redis).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint format install services migrate bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	./scripts/run.sh
+
+test: $(STAMP)
+	./scripts/ensure-services.sh
+	$(BIN)/python manage.py makemigrations --check --dry-run --settings=config.settings.test
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+services:
+	./scripts/ensure-services.sh
+
+bench: $(STAMP)
+	./scripts/ensure-services.sh
+	$(BIN)/python bench/booking.py
+
+clean:
+	rm -rf $(VENV) var .pytest_cache

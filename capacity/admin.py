@@ -1,0 +1,196 @@
+"""Operator screens for the supply side. Edits that change capacity go through the services so
+the ledger follows (and refuses changes that would strand booked GPUs)."""
+
+from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
+
+from capacity import services
+from capacity.models import CapacityPool, GpuModel, MaintenanceWindow, PoolHour, Provider, Region
+from core.errors import ApplicationError
+
+
+class RegionInline(admin.TabularInline):
+    model = Region
+    extra = 0
+    fields = ["code", "name", "country"]
+
+
+@admin.register(Provider)
+class ProviderAdmin(admin.ModelAdmin):
+    list_display = ["name", "slug", "kind", "region_count"]
+    list_filter = ["kind"]
+    search_fields = ["name", "slug"]
+    prepopulated_fields = {"slug": ["name"]}
+    inlines = [RegionInline]
+
+    @admin.display(description="Regions")
+    def region_count(self, obj: Provider) -> int:
+        return obj.regions.count()
+
+
+@admin.register(Region)
+class RegionAdmin(admin.ModelAdmin):
+    list_display = ["code", "name", "provider", "country"]
+    list_filter = ["provider", "country"]
+    search_fields = ["code", "name"]
+    list_select_related = ["provider"]
+
+
+@admin.register(GpuModel)
+class GpuModelAdmin(admin.ModelAdmin):
+    list_display = ["name", "slug", "vendor", "memory_gb", "interconnect", "architecture"]
+    list_filter = ["vendor"]
+    search_fields = ["name", "slug"]
+    prepopulated_fields = {"slug": ["name"]}
+
+
+class MaintenanceInline(admin.TabularInline):
+    model = MaintenanceWindow
+    extra = 0
+    fields = ["kind", "start", "end", "gpus", "reason"]
+    readonly_fields = fields
+    can_delete = False
+    show_change_link = True
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(CapacityPool)
+class CapacityPoolAdmin(admin.ModelAdmin):
+    list_display = [
+        "slug",
+        "gpu_model",
+        "region",
+        "tier",
+        "status",
+        "node_count",
+        "gpus_per_node",
+        "total_gpus",
+        "reserved_gpus",
+        "price_per_gpu_hour",
+        "cost_per_gpu_hour",
+        "currency",
+        "available_until",
+    ]
+    list_filter = ["status", "tier", "gpu_model", "region__provider", "currency"]
+    search_fields = ["slug", "name", "external_id", "region__code"]
+    list_select_related = ["gpu_model", "region__provider"]
+    readonly_fields = ["total_gpus", "created_at", "updated_at"]
+    inlines = [MaintenanceInline]
+    actions = ["mark_draining", "mark_active"]
+    fieldsets = [
+        (
+            None,
+            {"fields": ["slug", "name", "region", "gpu_model", "tier", "status", "external_id"]},
+        ),
+        (
+            "Size",
+            {
+                "fields": [
+                    "gpus_per_node",
+                    "node_count",
+                    "total_gpus",
+                    "reserved_gpus",
+                    "allow_partial_nodes",
+                ]
+            },
+        ),
+        (
+            "Contract",
+            {
+                "fields": [
+                    "available_from",
+                    "available_until",
+                    "currency",
+                    "cost_per_gpu_hour",
+                    "price_per_gpu_hour",
+                ]
+            },
+        ),
+        ("Record", {"fields": ["created_at", "updated_at"]}),
+    ]
+
+    def save_model(self, request, obj: CapacityPool, form, change: bool) -> None:
+        if not change:
+            super().save_model(request, obj, form, change)
+            return
+        try:
+            services.pool_update(
+                pool=obj,
+                **{
+                    name: form.cleaned_data[name]
+                    for name in form.changed_data
+                    if name in form.cleaned_data
+                },
+            )
+        except (ApplicationError, ValidationError) as exc:
+            self.message_user(request, f"Not saved: {exc}", level=messages.ERROR)
+
+    @admin.action(description="Stop selling (draining): existing reservations stay")
+    def mark_draining(self, request, queryset) -> None:
+        for pool in queryset:
+            services.pool_update(pool=pool, status=CapacityPool.Status.DRAINING)
+        self.message_user(request, f"{queryset.count()} pool(s) now draining.")
+
+    @admin.action(description="Resume selling (active)")
+    def mark_active(self, request, queryset) -> None:
+        for pool in queryset:
+            services.pool_update(pool=pool, status=CapacityPool.Status.ACTIVE)
+        self.message_user(request, f"{queryset.count()} pool(s) now active.")
+
+
+@admin.register(MaintenanceWindow)
+class MaintenanceWindowAdmin(admin.ModelAdmin):
+    list_display = ["pool", "kind", "start", "end", "gpus", "reason"]
+    list_filter = ["kind", "pool__region__provider"]
+    search_fields = ["pool__slug", "reason"]
+    list_select_related = ["pool"]
+    date_hierarchy = "start"
+
+    def get_readonly_fields(self, request, obj=None):
+        # A window changes the ledger: edit by deleting and creating anew.
+        return ["pool", "kind", "start", "end", "gpus"] if obj else []
+
+    def save_model(self, request, obj: MaintenanceWindow, form, change: bool) -> None:
+        if change:
+            obj.save(update_fields=["reason"])
+            return
+        try:
+            created = services.maintenance_window_create(
+                pool=obj.pool,
+                start=obj.start,
+                end=obj.end,
+                gpus=obj.gpus,
+                kind=obj.kind,
+                reason=obj.reason,
+            )
+            obj.pk = created.pk
+        except ApplicationError as exc:
+            self.message_user(request, f"Not saved: {exc.detail}", level=messages.ERROR)
+
+    def delete_model(self, request, obj: MaintenanceWindow) -> None:
+        services.maintenance_window_delete(window=obj)
+
+    def delete_queryset(self, request, queryset) -> None:
+        for window in queryset:
+            services.maintenance_window_delete(window=window)
+
+
+@admin.register(PoolHour)
+class PoolHourAdmin(admin.ModelAdmin):
+    """The capacity ledger, read-only: it is written by bookings and capacity changes only."""
+
+    list_display = ["pool", "hour", "capacity", "booked", "free"]
+    list_filter = ["pool__gpu_model", "pool"]
+    list_select_related = ["pool"]
+    date_hierarchy = "hour"
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False

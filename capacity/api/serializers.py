@@ -1,0 +1,59 @@
+from rest_framework import serializers
+
+from capacity.models import CapacityPool, GpuModel, Provider, Region
+
+
+class ProviderSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Provider
+        fields = ["id", "slug", "name", "kind", "website"]
+
+
+class RegionSerializer(serializers.ModelSerializer):
+    provider = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+
+    class Meta:
+        model = Region
+        fields = ["id", "provider", "code", "name", "country"]
+
+
+class GpuModelSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = GpuModel
+        fields = ["id", "slug", "vendor", "name", "memory_gb", "interconnect", "architecture"]
+
+
+class PoolSerializer(serializers.ModelSerializer):
+    provider = serializers.CharField(source="region.provider.slug", read_only=True)
+    region = serializers.CharField(source="region.code", read_only=True)
+    country = serializers.CharField(source="region.country", read_only=True)
+    gpu_model = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    total_gpus = serializers.IntegerField(read_only=True)
+    sellable_gpus = serializers.IntegerField(read_only=True)
+    booking_step = serializers.IntegerField(read_only=True)
+
+    class Meta:
+        model = CapacityPool
+        # cost_per_gpu_hour is what we pay the provider: operators see it in the admin only.
+        fields = [
+            "id",
+            "slug",
+            "name",
+            "provider",
+            "region",
+            "country",
+            "gpu_model",
+            "gpus_per_node",
+            "node_count",
+            "total_gpus",
+            "reserved_gpus",
+            "sellable_gpus",
+            "allow_partial_nodes",
+            "booking_step",
+            "available_from",
+            "available_until",
+            "currency",
+            "price_per_gpu_hour",
+            "tier",
+            "status",
+        ]

@@ -1,0 +1,95 @@
+"""Load the demo catalogue (and, when the other apps provide them, demo tenants).
+Idempotent: rows are keyed by slug, so running it again changes nothing."""
+
+import os
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand
+from django.db import transaction
+
+from capacity import demo
+from capacity.models import CapacityPool, GpuModel, Provider, Region
+
+
+class Command(BaseCommand):
+    help = "Load demo providers, regions, GPU models and capacity pools (idempotent)."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument(
+            "--operator",
+            action="store_true",
+            help="Also create the operator login 'operator' (password from "
+            "DEMO_OPERATOR_PASSWORD, default 'operator-demo') and print it.",
+        )
+
+    @transaction.atomic
+    def handle(self, *args: Any, **options: Any) -> None:
+        providers = {}
+        for slug, name, kind, website in demo.PROVIDERS:
+            providers[slug], _ = Provider.objects.update_or_create(
+                slug=slug, defaults={"name": name, "kind": kind, "website": website}
+            )
+        regions = {}
+        for provider, code, name, country in demo.REGIONS:
+            regions[(provider, code)], _ = Region.objects.update_or_create(
+                provider=providers[provider],
+                code=code,
+                defaults={"name": name, "country": country},
+            )
+        models = {}
+        for slug, vendor, name, memory, interconnect, arch in demo.GPU_MODELS:
+            models[slug], _ = GpuModel.objects.update_or_create(
+                slug=slug,
+                defaults={
+                    "vendor": vendor,
+                    "name": name,
+                    "memory_gb": memory,
+                    "interconnect": interconnect,
+                    "architecture": arch,
+                },
+            )
+        created_pools = 0
+        for row in demo.POOLS:
+            slug, provider, region, gpu_model = row[:4]
+            _, created = CapacityPool.objects.get_or_create(
+                slug=slug,
+                defaults={
+                    "region": regions[(provider, region)],
+                    "gpu_model": models[gpu_model],
+                    "name": slug.replace("-", " ").upper(),
+                    **demo.pool_defaults(row),
+                },
+            )
+            created_pools += created
+        self.stdout.write(
+            f"Catalogue: {Provider.objects.count()} providers, {Region.objects.count()} regions, "
+            f"{GpuModel.objects.count()} GPU models, {CapacityPool.objects.count()} pools "
+            f"({created_pools} new)."
+        )
+        self._seed_other_apps()
+        if options["operator"]:
+            self._operator()
+
+    def _seed_other_apps(self) -> None:
+        """Demo data of the demand side, when it is installed (capacity does not import it)."""
+        from django.apps import apps
+
+        for config in apps.get_app_configs():
+            seed = getattr(config, "seed_demo", None)
+            if seed is not None:
+                for line in seed():
+                    self.stdout.write(line)
+
+    def _operator(self) -> None:
+        password = os.environ.get("DEMO_OPERATOR_PASSWORD", "operator-demo")
+        user_model = get_user_model()
+        user, created = user_model.objects.get_or_create(
+            username="operator", defaults={"is_staff": True, "is_superuser": True}
+        )
+        if created:
+            user.set_password(password)
+            user.save()
+            self.stdout.write(f"Operator login: operator / {password}")
+        else:
+            self.stdout.write("Operator login: operator (already exists; password unchanged)")

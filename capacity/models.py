@@ -1,0 +1,248 @@
+"""The supply side: who we rent GPUs from, where, which GPUs, and how many of them we can sell.
+
+Invariants that must hold whatever code writes the rows are database constraints here."""
+
+from decimal import Decimal
+
+from django.core.validators import MinValueValidator
+from django.db import models
+from django.db.models import F, Q
+
+from core.money import CURRENCY_CHOICES
+
+
+class Provider(models.Model):
+    class Kind(models.TextChoices):
+        HYPERSCALER = "hyperscaler", "Hyperscaler"
+        NEOCLOUD = "neocloud", "Neocloud"
+        OWNED = "owned", "Owned data centre"
+
+    name = models.CharField(max_length=100, unique=True)
+    slug = models.SlugField(max_length=50, unique=True)
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    website = models.URLField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(kind__in=["hyperscaler", "neocloud", "owned"]),
+                name="provider_kind_valid",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Region(models.Model):
+    provider = models.ForeignKey(Provider, on_delete=models.PROTECT, related_name="regions")
+    code = models.CharField(max_length=50, help_text="The provider's own code, e.g. us-east-1.")
+    name = models.CharField(max_length=100)
+    country = models.CharField(max_length=2, help_text="ISO 3166-1 alpha-2, e.g. US.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["provider__name", "code"]
+        constraints = [
+            models.UniqueConstraint(fields=["provider", "code"], name="region_unique_code"),
+            models.CheckConstraint(
+                condition=Q(country__regex=r"^[A-Z]{2}$"), name="region_country_iso2"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.provider.slug}/{self.code}"
+
+
+class GpuModel(models.Model):
+    class Vendor(models.TextChoices):
+        NVIDIA = "nvidia", "NVIDIA"
+        AMD = "amd", "AMD"
+        INTEL = "intel", "Intel"
+
+    slug = models.SlugField(max_length=50, unique=True, help_text="e.g. h100-sxm-80gb")
+    vendor = models.CharField(max_length=20, choices=Vendor.choices)
+    name = models.CharField(max_length=100)
+    memory_gb = models.PositiveIntegerField(validators=[MinValueValidator(1)])
+    interconnect = models.CharField(max_length=100, blank=True, help_text="e.g. NVLink 4")
+    architecture = models.CharField(max_length=50, blank=True, help_text="e.g. Hopper")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["vendor", "name"]
+        verbose_name = "GPU model"
+        constraints = [
+            models.CheckConstraint(condition=Q(memory_gb__gt=0), name="gpumodel_memory_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class CapacityPool(models.Model):
+    """GPUs of one model in one provider region, sold in whole nodes.
+
+    ``total_gpus`` is derived by the database (``gpus_per_node * node_count``) so it can never
+    disagree with the node figures."""
+
+    class Tier(models.TextChoices):
+        PRIMARY = "primary", "Primary"
+        BACKUP = "backup", "Backup"
+
+    class Status(models.TextChoices):
+        ACTIVE = "active", "Active"
+        DRAINING = "draining", "Draining"
+        RETIRED = "retired", "Retired"
+
+    slug = models.SlugField(max_length=100, unique=True)
+    name = models.CharField(max_length=200, blank=True)
+    region = models.ForeignKey(Region, on_delete=models.PROTECT, related_name="pools")
+    gpu_model = models.ForeignKey(GpuModel, on_delete=models.PROTECT, related_name="pools")
+    gpus_per_node = models.PositiveSmallIntegerField()
+    node_count = models.PositiveIntegerField()
+    total_gpus = models.GeneratedField(
+        expression=F("gpus_per_node") * F("node_count"),
+        output_field=models.IntegerField(),
+        db_persist=True,
+    )
+    reserved_gpus = models.PositiveIntegerField(
+        default=0, help_text="Operator hold-back: GPUs never offered to tenants."
+    )
+    allow_partial_nodes = models.BooleanField(
+        default=False, help_text="Sell single GPUs instead of whole nodes."
+    )
+    available_from = models.DateTimeField(help_text="Start of the provider contract (UTC).")
+    available_until = models.DateTimeField(help_text="End of the provider contract (UTC).")
+    currency = models.CharField(max_length=3, choices=CURRENCY_CHOICES, default="USD")
+    cost_per_gpu_hour = models.DecimalField(
+        max_digits=12, decimal_places=4, help_text="What we pay the provider."
+    )
+    price_per_gpu_hour = models.DecimalField(
+        max_digits=12, decimal_places=4, help_text="List price to tenants."
+    )
+    tier = models.CharField(max_length=10, choices=Tier.choices, default=Tier.PRIMARY)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACTIVE)
+    external_id = models.CharField(
+        max_length=200, blank=True, help_text="The provider catalogue's id, for inventory sync."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["slug"]
+        indexes = [
+            models.Index(fields=["gpu_model", "status"], name="pool_model_status_idx"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(gpus_per_node__gt=0), name="pool_gpus_per_node_positive"
+            ),
+            models.CheckConstraint(condition=Q(node_count__gt=0), name="pool_node_count_positive"),
+            models.CheckConstraint(
+                condition=Q(reserved_gpus__gte=0), name="pool_reserved_nonnegative"
+            ),
+            models.CheckConstraint(
+                condition=Q(reserved_gpus__lte=F("gpus_per_node") * F("node_count")),
+                name="pool_reserved_within_total",
+            ),
+            models.CheckConstraint(
+                condition=Q(available_until__gt=F("available_from")), name="pool_window_ordered"
+            ),
+            models.CheckConstraint(
+                condition=Q(cost_per_gpu_hour__gte=0), name="pool_cost_nonnegative"
+            ),
+            models.CheckConstraint(
+                condition=Q(price_per_gpu_hour__gte=0), name="pool_price_nonnegative"
+            ),
+            models.CheckConstraint(
+                condition=Q(tier__in=["primary", "backup"]), name="pool_tier_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=["active", "draining", "retired"]), name="pool_status_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.slug
+
+    @property
+    def sellable_gpus(self) -> int:
+        """GPUs offered to tenants before maintenance: total minus the operator hold-back."""
+        return self.gpus_per_node * self.node_count - self.reserved_gpus
+
+    @property
+    def booking_step(self) -> int:
+        """Bookings come in multiples of this many GPUs (Placement's ``step_size``)."""
+        return 1 if self.allow_partial_nodes else self.gpus_per_node
+
+    @property
+    def margin_per_gpu_hour(self) -> Decimal:
+        return self.price_per_gpu_hour - self.cost_per_gpu_hour
+
+
+class MaintenanceWindow(models.Model):
+    """GPUs taken out of a pool for whole hours: planned maintenance or a known outage."""
+
+    class Kind(models.TextChoices):
+        MAINTENANCE = "maintenance", "Planned maintenance"
+        OUTAGE = "outage", "Outage"
+
+    pool = models.ForeignKey(CapacityPool, on_delete=models.CASCADE, related_name="maintenance")
+    kind = models.CharField(max_length=20, choices=Kind.choices, default=Kind.MAINTENANCE)
+    start = models.DateTimeField()
+    end = models.DateTimeField()
+    gpus = models.PositiveIntegerField(help_text="GPUs out of service during the window.")
+    reason = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["pool", "start"]
+        indexes = [models.Index(fields=["pool", "start", "end"], name="maint_pool_window_idx")]
+        constraints = [
+            models.CheckConstraint(condition=Q(end__gt=F("start")), name="maint_window_ordered"),
+            models.CheckConstraint(condition=Q(gpus__gt=0), name="maint_gpus_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return (
+            f"{self.pool.slug} {self.start:%Y-%m-%d %H:%M}–{self.end:%Y-%m-%d %H:%M} ({self.gpus})"
+        )
+
+
+class PoolHour(models.Model):
+    """The capacity ledger: one row per pool and UTC hour that anyone has tried to book.
+
+    ``capacity`` is what may be sold in that hour (total − hold-back − maintenance, zero outside
+    the contract window); ``booked`` is the sum of GPUs of held/confirmed/active reservations
+    covering the hour. The CHECK constraints make overbooking impossible whatever code writes
+    the row; rows are created lazily and locked in (pool, hour) order (see capacity/locks.py)."""
+
+    pool = models.ForeignKey(CapacityPool, on_delete=models.CASCADE, related_name="hours")
+    hour = models.DateTimeField()
+    capacity = models.IntegerField()
+    booked = models.IntegerField(default=0)
+
+    class Meta:
+        ordering = ["pool", "hour"]
+        constraints = [
+            models.UniqueConstraint(fields=["pool", "hour"], name="poolhour_unique_hour"),
+            models.CheckConstraint(
+                condition=Q(capacity__gte=0), name="poolhour_capacity_nonnegative"
+            ),
+            models.CheckConstraint(condition=Q(booked__gte=0), name="poolhour_booked_nonnegative"),
+            models.CheckConstraint(
+                condition=Q(booked__lte=F("capacity")), name="poolhour_never_overbooked"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.pool_id}@{self.hour:%Y-%m-%dT%H}: {self.booked}/{self.capacity}"
+
+    @property
+    def free(self) -> int:
+        return self.capacity - self.booked

@@ -1,0 +1,53 @@
+"""Reads of the capacity catalogue and of free capacity over time."""
+
+from datetime import datetime
+
+from django.db.models import QuerySet
+
+from capacity.models import CapacityPool, MaintenanceWindow, PoolHour
+from core.timeutils import HOUR, hour_range
+
+
+def pool_list() -> QuerySet[CapacityPool]:
+    return CapacityPool.objects.select_related("region__provider", "gpu_model")
+
+
+def capacity_for_hours(pool: CapacityPool, hours: list[datetime]) -> dict[datetime, int]:
+    """Sellable GPUs of ``pool`` in each of ``hours`` (UTC hour starts), before any booking.
+
+    Zero outside the contract window; the hold-back and maintenance windows are subtracted
+    (never below zero)."""
+    if not hours:
+        return {}
+    windows = list(
+        MaintenanceWindow.objects.filter(pool=pool, start__lt=max(hours) + HOUR, end__gt=min(hours))
+    )
+    sellable = pool.sellable_gpus
+    result = {}
+    for hour in hours:
+        if hour < pool.available_from or hour + HOUR > pool.available_until:
+            result[hour] = 0
+            continue
+        out = sum(w.gpus for w in windows if w.start <= hour < w.end)
+        result[hour] = max(0, sellable - out)
+    return result
+
+
+def free_by_hour(pool: CapacityPool, start: datetime, end: datetime) -> list[int]:
+    """Free GPUs of ``pool`` in each hour of [start, end): the ledger where it has a row,
+    the computed capacity where nobody has booked yet."""
+    ledger = {
+        hour: capacity - booked
+        for hour, capacity, booked in PoolHour.objects.filter(
+            pool=pool, hour__gte=start, hour__lt=end
+        ).values_list("hour", "capacity", "booked")
+    }
+    hours = hour_range(start, end)
+    computed = capacity_for_hours(pool, hours) if len(ledger) < len(hours) else {}
+    return [ledger[hour] if hour in ledger else computed[hour] for hour in hours]
+
+
+def free_gpus(pool: CapacityPool, start: datetime, end: datetime) -> int:
+    """The most GPUs that can be booked on ``pool`` for the whole of [start, end)."""
+    free = free_by_hour(pool, start, end)
+    return min(free) if free else 0

@@ -1,0 +1,60 @@
+"""Maps every error to one JSON shape: ``{"code": str, "detail": str, "fields": {...}}``.
+
+``code`` is stable and machine-readable; ``fields`` maps input field names to lists of
+``{code, message}`` for validation errors."""
+
+from typing import Any
+
+from django.core.exceptions import PermissionDenied
+from django.http import Http404
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from core.errors import ApplicationError
+
+
+def _field_errors(detail: Any) -> dict[str, Any]:
+    if isinstance(detail, dict):
+        return {key: _field_errors(value) for key, value in detail.items()}
+    if isinstance(detail, list):
+        if all(isinstance(item, exceptions.ErrorDetail) for item in detail):
+            return [{"code": item.code, "message": str(item)} for item in detail]
+        return [_field_errors(item) for item in detail]
+    if isinstance(detail, exceptions.ErrorDetail):
+        return [{"code": detail.code, "message": str(detail)}]
+    return detail
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(exc, ApplicationError):
+        body = {"code": exc.code, "detail": exc.detail, "fields": exc.fields, **exc.extra}
+        return Response(body, status=exc.status_code)
+
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, PermissionDenied):
+        exc = exceptions.PermissionDenied()
+
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+
+    if isinstance(exc, exceptions.ValidationError):
+        fields = _field_errors(exc.detail)
+        if isinstance(fields, list):
+            fields = {"non_field_errors": fields}
+        response.data = {
+            "code": "validation_error",
+            "detail": "The request has invalid fields.",
+            "fields": fields,
+        }
+        response.status_code = status.HTTP_400_BAD_REQUEST
+        return response
+
+    detail = exc.detail if isinstance(exc, exceptions.APIException) else str(exc)
+    code = exc.get_codes() if isinstance(exc, exceptions.APIException) else "error"
+    if not isinstance(code, str):
+        code = getattr(exc, "default_code", "error")
+    response.data = {"code": code, "detail": str(detail), "fields": {}}
+    return response
