@@ -54,3 +54,14 @@ class CapacityPoolFactory(factory.django.DjangoModelFactory):
     price_per_gpu_hour = Decimal("3.0000")
     tier = CapacityPool.Tier.PRIMARY
     status = CapacityPool.Status.ACTIVE
+
+
+class TenantFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "marketplace.Tenant"
+
+    name = factory.Sequence(lambda n: f"Tenant {n}")
+    slug = factory.Sequence(lambda n: f"tenant-{n}")
+    credit_limit = Decimal("1000000.00")
+    max_gpus = 100000
+    max_reservation_hours = 2160

@@ -160,3 +160,8 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
 }
+
+# Booking rules (see marketplace/services/booking.py).
+BOOKING_MAX_HOURS = env.int("BOOKING_MAX_HOURS", default=90 * 24)
+BOOKING_HORIZON_DAYS = env.int("BOOKING_HORIZON_DAYS", default=365)
+QUOTE_HOLD_MINUTES = env.int("QUOTE_HOLD_MINUTES", default=10)

@@ -1,0 +1,311 @@
+"""The demand side: tenants and their keys, the money they may commit, and reservations."""
+
+import uuid
+from decimal import Decimal
+
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.db.models import F, Q
+
+from capacity.models import CapacityPool
+from core.money import CURRENCY_CHOICES
+
+
+class Tenant(models.Model):
+    class Status(models.TextChoices):
+        ACTIVE = "active", "Active"
+        SUSPENDED = "suspended", "Suspended"
+
+    name = models.CharField(max_length=200, unique=True)
+    slug = models.SlugField(max_length=100, unique=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACTIVE)
+    currency = models.CharField(max_length=3, choices=CURRENCY_CHOICES, default="USD")
+    credit_limit = models.DecimalField(
+        max_digits=14,
+        decimal_places=2,
+        default=Decimal("0.00"),
+        help_text="How far the account may go below zero (outstanding + committed).",
+    )
+    max_gpus = models.PositiveIntegerField(
+        default=1024, help_text="Quota: most GPUs held by the tenant at any one time."
+    )
+    max_reservation_hours = models.PositiveIntegerField(
+        default=2160, help_text="Quota: longest single reservation, in hours."
+    )
+    discount_percent = models.DecimalField(
+        max_digits=5,
+        decimal_places=2,
+        default=Decimal("0.00"),
+        validators=[MinValueValidator(0), MaxValueValidator(100)],
+        help_text="Negotiated discount on every booking, in percent.",
+    )
+    tax_rate_percent = models.DecimalField(
+        max_digits=5,
+        decimal_places=2,
+        default=Decimal("0.00"),
+        validators=[MinValueValidator(0), MaxValueValidator(100)],
+    )
+    webhook_url = models.URLField(blank=True)
+    members = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="tenants")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(credit_limit__gte=0), name="tenant_credit_nonnegative"
+            ),
+            models.CheckConstraint(condition=Q(max_gpus__gt=0), name="tenant_max_gpus_positive"),
+            models.CheckConstraint(
+                condition=Q(max_reservation_hours__gt=0), name="tenant_max_hours_positive"
+            ),
+            models.CheckConstraint(
+                condition=Q(discount_percent__gte=0, discount_percent__lte=100),
+                name="tenant_discount_percent_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=["active", "suspended"]), name="tenant_status_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_active(self) -> bool:
+        return self.status == self.Status.ACTIVE
+
+
+class ApiKey(models.Model):
+    """A tenant's API key. Only a SHA-256 digest is stored; the key is shown once at creation.
+
+    Keys carry 256 bits of randomness, so a fast digest is safe (no password stretching)."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="api_keys")
+    name = models.CharField(max_length=100, default="default")
+    prefix = models.CharField(max_length=16, unique=True, help_text="Visible part of the key.")
+    digest = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["tenant", "-created_at"]
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.tenant})"
+
+    @property
+    def is_revoked(self) -> bool:
+        return self.revoked_at is not None
+
+
+class CommitmentDiscount(models.Model):
+    """Price book: longer reservations pay less (e.g. >= 168 h -10 %, >= 720 h -20 %)."""
+
+    min_hours = models.PositiveIntegerField(unique=True)
+    percent = models.DecimalField(
+        max_digits=5, decimal_places=2, validators=[MinValueValidator(0), MaxValueValidator(100)]
+    )
+
+    class Meta:
+        ordering = ["min_hours"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(percent__gte=0, percent__lte=100), name="commitment_percent_range"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f">= {self.min_hours} h: -{self.percent} %"
+
+
+class CancellationRule(models.Model):
+    """Cancellation policy as data: cancelling with at least ``min_notice_hours`` before start
+    costs ``fee_percent`` of the price of the hours given back. The rule with the largest
+    notice that the cancellation meets applies; hours already delivered are always charged."""
+
+    min_notice_hours = models.PositiveIntegerField(unique=True)
+    fee_percent = models.DecimalField(
+        max_digits=5, decimal_places=2, validators=[MinValueValidator(0), MaxValueValidator(100)]
+    )
+
+    class Meta:
+        ordering = ["-min_notice_hours"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(fee_percent__gte=0, fee_percent__lte=100), name="cancel_fee_range"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f">= {self.min_notice_hours} h notice: {self.fee_percent} % fee"
+
+
+class Reservation(models.Model):
+    """N GPUs of one pool for whole UTC hours [start, end).
+
+    ``capacity_until`` is where this reservation's hold on the capacity ledger ends: ``end``
+    while it is live, the hour of cancellation once cancelled, ``start`` once a hold expired.
+    The ledger's ``booked`` for a pool-hour is the sum of ``gpu_count`` of the reservations with
+    ``start <= hour < capacity_until`` — nothing else."""
+
+    class Status(models.TextChoices):
+        HELD = "held", "Held (quote)"
+        CONFIRMED = "confirmed", "Confirmed"
+        ACTIVE = "active", "Active"
+        COMPLETED = "completed", "Completed"
+        CANCELLED = "cancelled", "Cancelled"
+        EXPIRED = "expired", "Expired"
+
+    LIVE_STATUSES = (Status.HELD, Status.CONFIRMED, Status.ACTIVE)
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="reservations")
+    pool = models.ForeignKey(CapacityPool, on_delete=models.PROTECT, related_name="reservations")
+    gpu_count = models.PositiveIntegerField()
+    start = models.DateTimeField()
+    end = models.DateTimeField()
+    capacity_until = models.DateTimeField()
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.CONFIRMED)
+    currency = models.CharField(max_length=3, choices=CURRENCY_CHOICES)
+    list_price_per_gpu_hour = models.DecimalField(max_digits=12, decimal_places=4)
+    unit_price = models.DecimalField(
+        max_digits=12, decimal_places=4, help_text="Price per GPU-hour, locked at booking."
+    )
+    total_price = models.DecimalField(
+        max_digits=14, decimal_places=2, help_text="unit price x GPUs x hours, rounded."
+    )
+    charge = models.DecimalField(
+        max_digits=14,
+        decimal_places=2,
+        help_text="What the tenant owes for it now: the total, or delivered hours plus the "
+        "cancellation fee once cancelled, or nothing once a hold expired.",
+    )
+    invoiced_amount = models.DecimalField(max_digits=14, decimal_places=2, default=Decimal("0"))
+    cancellation_fee = models.DecimalField(max_digits=14, decimal_places=2, default=Decimal("0"))
+    hold_expires_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    confirmed_at = models.DateTimeField(null=True, blank=True)
+    cancelled_at = models.DateTimeField(null=True, blank=True)
+    cancelled_by = models.CharField(max_length=200, blank=True)
+    cancellation_reason = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["tenant", "status", "start"], name="res_tenant_status_idx"),
+            models.Index(fields=["status", "start"], name="res_status_start_idx"),
+            models.Index(fields=["status", "end"], name="res_status_end_idx"),
+            models.Index(fields=["pool", "start", "capacity_until"], name="res_pool_window_idx"),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=Q(gpu_count__gt=0), name="res_gpu_count_positive"),
+            models.CheckConstraint(condition=Q(end__gt=F("start")), name="res_window_ordered"),
+            models.CheckConstraint(
+                condition=Q(capacity_until__gte=F("start"), capacity_until__lte=F("end")),
+                name="res_capacity_until_in_window",
+            ),
+            models.CheckConstraint(
+                condition=Q(
+                    status__in=["held", "confirmed", "active", "completed", "cancelled", "expired"]
+                ),
+                name="res_status_valid",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status="held") | Q(hold_expires_at__isnull=False),
+                name="res_hold_has_expiry",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status__in=["held", "confirmed", "active"])
+                | Q(capacity_until=F("end")),
+                name="res_live_holds_whole_window",
+            ),
+            models.CheckConstraint(
+                condition=Q(
+                    unit_price__gte=0,
+                    total_price__gte=0,
+                    charge__gte=0,
+                    cancellation_fee__gte=0,
+                    invoiced_amount__gte=0,
+                ),
+                name="res_money_nonnegative",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.gpu_count}x {self.pool_id} {self.start:%Y-%m-%dT%H}Z+{self.hours}h"
+
+    @property
+    def hours(self) -> int:
+        return int((self.end - self.start).total_seconds() // 3600)
+
+    @property
+    def is_live(self) -> bool:
+        return self.status in self.LIVE_STATUSES
+
+
+class LedgerEntry(models.Model):
+    """The tenant's money account, append-only: top-ups and payments add, invoice charges
+    subtract, credit notes add back. The balance is always the sum of entries."""
+
+    class Kind(models.TextChoices):
+        TOP_UP = "top_up", "Prepaid top-up"
+        INVOICE = "invoice", "Invoice charge"
+        CREDIT_NOTE = "credit_note", "Credit note"
+        PAYMENT = "payment", "Payment"
+        ADJUSTMENT = "adjustment", "Adjustment"
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="ledger_entries")
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    amount = models.DecimalField(max_digits=14, decimal_places=2, help_text="Signed.")
+    currency = models.CharField(max_length=3, choices=CURRENCY_CHOICES)
+    reference = models.CharField(
+        max_length=200, help_text="What caused it, e.g. INV-2026-000123; unique per tenant."
+    )
+    memo = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["tenant", "created_at", "id"]
+        verbose_name_plural = "ledger entries"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "kind", "reference"], name="ledger_unique_reference"
+            ),
+            models.CheckConstraint(condition=~Q(amount=0), name="ledger_amount_nonzero"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.tenant} {self.kind} {self.amount} {self.currency} ({self.reference})"
+
+    def save(self, *args, **kwargs) -> None:
+        if self.pk is not None:
+            raise ValueError("Ledger entries are append-only; post a correcting entry.")
+        super().save(*args, **kwargs)
+
+
+class IdempotencyRecord(models.Model):
+    """Remembers the outcome of a write made under an ``Idempotency-Key`` header, so that a retry
+    with the same key and body gets the same reservation and status, and a reuse of the key
+    with another body is refused."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    scope = models.CharField(max_length=50, help_text="Which operation, e.g. reservation.create.")
+    key = models.CharField(max_length=200)
+    fingerprint = models.CharField(max_length=64, help_text="SHA-256 of the canonical request.")
+    reservation = models.ForeignKey(Reservation, on_delete=models.CASCADE, related_name="+")
+    status_code = models.PositiveSmallIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "scope", "key"], name="idem_unique_key"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.tenant_id}:{self.scope}:{self.key}"

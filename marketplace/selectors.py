@@ -1,0 +1,208 @@
+"""Reads of the demand side: availability search, earliest windows, reservations, credit."""
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from django.db.models import QuerySet, Sum
+
+from capacity.models import CapacityPool
+from capacity.selectors import free_by_hour
+from core.timeutils import HOUR, hours_between
+from marketplace import pricing
+from marketplace.models import LedgerEntry, Reservation, Tenant
+
+
+@dataclass(frozen=True)
+class PoolFilter:
+    gpu_model: str
+    region: str | None = None
+    provider: str | None = None
+    tier: str | None = None
+    pool: str | None = None
+
+
+@dataclass(frozen=True)
+class Offer:
+    pool: CapacityPool
+    available_gpus: int
+    unit_price: Decimal
+    total_price: Decimal
+    currency: str
+
+
+@dataclass(frozen=True)
+class Window:
+    pool: CapacityPool
+    start: datetime
+    end: datetime
+    available_gpus: int
+    unit_price: Decimal
+    total_price: Decimal
+    currency: str
+
+
+def candidate_pools(criteria: PoolFilter) -> QuerySet[CapacityPool]:
+    pools = CapacityPool.objects.select_related("region__provider", "gpu_model").filter(
+        gpu_model__slug=criteria.gpu_model, status=CapacityPool.Status.ACTIVE
+    )
+    if criteria.region:
+        pools = pools.filter(region__code=criteria.region)
+    if criteria.provider:
+        pools = pools.filter(region__provider__slug=criteria.provider)
+    if criteria.tier:
+        pools = pools.filter(tier=criteria.tier)
+    if criteria.pool:
+        pools = pools.filter(slug=criteria.pool)
+    return pools
+
+
+def _offer_order(offer: Offer | Window) -> tuple:
+    # Cheapest first; at equal price primary capacity before backup; then the slug for a
+    # stable order.
+    return (offer.unit_price, offer.pool.tier != CapacityPool.Tier.PRIMARY, offer.pool.slug)
+
+
+def availability_search(
+    *,
+    tenant: Tenant,
+    criteria: PoolFilter,
+    gpu_count: int,
+    start: datetime,
+    end: datetime,
+    max_unit_price: Decimal | None = None,
+) -> list[Offer]:
+    """Every active pool that can take ``gpu_count`` GPUs for the whole of [start, end),
+    cheapest first (primary before backup at equal price)."""
+    hours = hours_between(start, end)
+    commitment = pricing.commitment_percent(hours)
+    offers = []
+    for pool in candidate_pools(criteria):
+        if gpu_count % pool.booking_step:
+            continue
+        free = free_by_hour(pool, start, end)
+        available = min(free) if free else 0
+        if available < gpu_count:
+            continue
+        unit = pricing.unit_price(pool=pool, tenant=tenant, hours=hours, commitment=commitment)
+        if max_unit_price is not None and unit > max_unit_price:
+            continue
+        offers.append(
+            Offer(
+                pool=pool,
+                available_gpus=available,
+                unit_price=unit,
+                currency=pool.currency,
+                total_price=pricing.total_price(
+                    unit=unit, gpus=gpu_count, hours=hours, currency=pool.currency
+                ),
+            )
+        )
+    return sorted(offers, key=_offer_order)
+
+
+def earliest_windows(
+    *,
+    tenant: Tenant,
+    criteria: PoolFilter,
+    gpu_count: int,
+    duration_hours: int,
+    not_before: datetime,
+    not_after: datetime,
+    limit: int = 5,
+    max_unit_price: Decimal | None = None,
+) -> list[Window]:
+    """The earliest start on each pool where ``gpu_count`` GPUs are free for
+    ``duration_hours`` consecutive hours inside [not_before, not_after]; earliest first, then
+    cheapest, at most ``limit``."""
+    duration = timedelta(hours=duration_hours)
+    commitment = pricing.commitment_percent(duration_hours)
+    windows = []
+    for pool in candidate_pools(criteria):
+        if gpu_count % pool.booking_step:
+            continue
+        unit = pricing.unit_price(
+            pool=pool, tenant=tenant, hours=duration_hours, commitment=commitment
+        )
+        if max_unit_price is not None and unit > max_unit_price:
+            continue
+        free = free_by_hour(pool, not_before, not_after)
+        # run[i]: how many consecutive hours from hour i have enough free GPUs.
+        run = [0] * (len(free) + 1)
+        for i in range(len(free) - 1, -1, -1):
+            run[i] = run[i + 1] + 1 if free[i] >= gpu_count else 0
+        for i, length in enumerate(run[:-1]):
+            if length >= duration_hours:
+                start = not_before + i * HOUR
+                windows.append(
+                    Window(
+                        pool=pool,
+                        start=start,
+                        end=start + duration,
+                        available_gpus=min(free[i : i + duration_hours]),
+                        unit_price=unit,
+                        total_price=pricing.total_price(
+                            unit=unit, gpus=gpu_count, hours=duration_hours, currency=pool.currency
+                        ),
+                        currency=pool.currency,
+                    )
+                )
+                break
+    windows.sort(key=lambda w: (w.start, *_offer_order(w)))
+    return windows[:limit]
+
+
+def reservation_list(*, tenant: Tenant) -> QuerySet[Reservation]:
+    return Reservation.objects.filter(tenant=tenant).select_related(
+        "pool__region__provider", "pool__gpu_model"
+    )
+
+
+def reservation_get(*, tenant: Tenant, reservation_id: object) -> Reservation:
+    """Raises Reservation.DoesNotExist for another tenant's reservation (a 404, never a 403)."""
+    return reservation_list(tenant=tenant).get(pk=reservation_id)
+
+
+def ledger_balance(*, tenant: Tenant) -> Decimal:
+    """Sum of the tenant's ledger: positive is prepaid credit, negative is money owed."""
+    total = LedgerEntry.objects.filter(tenant=tenant).aggregate(total=Sum("amount"))["total"]
+    return total or Decimal("0.00")
+
+
+def uninvoiced_commitments(*, tenant: Tenant) -> Decimal:
+    """What the tenant owes on reservations that is not yet on an invoice: live bookings in
+    full, delivered hours and fees of cancelled ones, completed ones not yet invoiced."""
+    rows = (
+        Reservation.objects.filter(tenant=tenant)
+        .exclude(status=Reservation.Status.EXPIRED)
+        .aggregate(charge=Sum("charge"), invoiced=Sum("invoiced_amount"))
+    )
+    return (rows["charge"] or Decimal(0)) - (rows["invoiced"] or Decimal(0))
+
+
+def credit_available(*, tenant: Tenant) -> Decimal:
+    """How much more the tenant may commit: credit limit + balance - uninvoiced commitments.
+    (Finalized invoices are charged to the ledger, so outstanding invoices lower the balance.)"""
+    return (
+        tenant.credit_limit + ledger_balance(tenant=tenant) - uninvoiced_commitments(tenant=tenant)
+    )
+
+
+def peak_gpus(
+    *, tenant: Tenant, start: datetime, end: datetime, exclude: Reservation | None = None
+) -> int:
+    """The most GPUs the tenant holds in any hour of [start, end) (live reservations)."""
+    reservations = Reservation.objects.filter(
+        tenant=tenant, status__in=Reservation.LIVE_STATUSES, start__lt=end, end__gt=start
+    )
+    if exclude is not None:
+        reservations = reservations.exclude(pk=exclude.pk)
+    changes: dict[datetime, int] = {}
+    for res_start, res_end, gpus in reservations.values_list("start", "end", "gpu_count"):
+        changes[max(res_start, start)] = changes.get(max(res_start, start), 0) + gpus
+        changes[min(res_end, end)] = changes.get(min(res_end, end), 0) - gpus
+    peak = level = 0
+    for moment in sorted(changes):
+        level += changes[moment]
+        peak = max(peak, level)
+    return peak

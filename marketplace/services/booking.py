@@ -1,0 +1,506 @@
+"""Booking: quotes (held capacity), reservations, cancellation, extension, lifecycle.
+
+Every function here is the one door for its state change. Capacity moves only through
+``capacity.services.capacity_claim`` / ``capacity_release`` in the same transaction as the
+reservation row, so the ledger always equals what the reservations imply.
+
+Lock order (never reversed, so concurrent calls cannot deadlock):
+tenant row -> reservation row -> pool row -> pool-hour rows ascending."""
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+
+from capacity.errors import InsufficientCapacity, InvalidWindow
+from capacity.models import GpuModel
+from capacity.services import capacity_claim, capacity_release
+from core.errors import NotFound
+from core.money import round_money
+from core.timeutils import HOUR, ceil_hour, floor_hour, hours_between, is_whole_hour, utcnow
+from marketplace import pricing, selectors
+from marketplace.errors import (
+    CreditLimitExceeded,
+    IdempotencyKeyReused,
+    InvalidGpuCount,
+    InvalidStateTransition,
+    NoMatchingPool,
+    QuotaExceeded,
+    QuoteExpired,
+    TenantSuspended,
+    UnknownGpuModel,
+)
+from marketplace.models import CancellationRule, IdempotencyRecord, Reservation, Tenant
+
+HUNDRED = Decimal(100)
+
+
+@dataclass(frozen=True)
+class BookingRequest:
+    gpu_model: str
+    gpu_count: int
+    start: datetime
+    end: datetime
+    region: str | None = None
+    provider: str | None = None
+    tier: str | None = None
+    pool: str | None = None
+    max_unit_price: Decimal | None = None
+
+    @property
+    def hours(self) -> int:
+        return hours_between(self.start, self.end)
+
+    def fingerprint(self) -> str:
+        canonical = {k: (str(v) if v is not None else None) for k, v in asdict(self).items()}
+        return hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
+
+
+def _field_error(field: str, code: str, message: str) -> dict[str, list[dict[str, str]]]:
+    return {field: [{"code": code, "message": message}]}
+
+
+def validate_window(start: datetime, end: datetime, *, now: datetime | None = None) -> None:
+    """Whole UTC hours, at least one hour, not in the past, within the maximum length and the
+    booking horizon. Raises InvalidWindow naming the offending field."""
+    now = now or utcnow()
+    for name, value in (("start", start), ("end", end)):
+        if value.tzinfo is None:
+            raise InvalidWindow(
+                f"{name} needs a UTC offset, e.g. 2026-12-01T09:00:00Z.",
+                fields=_field_error(name, "naive_datetime", "Give a UTC offset."),
+            )
+        if not is_whole_hour(value):
+            raise InvalidWindow(
+                f"{name} must fall on a whole hour (minutes and seconds zero).",
+                fields=_field_error(name, "not_whole_hour", "Must fall on a whole hour."),
+            )
+    if end - start < HOUR:
+        raise InvalidWindow(
+            "A booking lasts at least one hour and ends after it starts.",
+            fields=_field_error("end", "too_short", "At least one hour."),
+        )
+    if start < floor_hour(now):
+        raise InvalidWindow(
+            "The window starts in the past.",
+            fields=_field_error("start", "in_past", "Must not be in the past."),
+        )
+    if hours_between(start, end) > settings.BOOKING_MAX_HOURS:
+        raise InvalidWindow(
+            f"A booking lasts at most {settings.BOOKING_MAX_HOURS} hours.",
+            fields=_field_error("end", "too_long", f"At most {settings.BOOKING_MAX_HOURS} h."),
+        )
+    if end > now + timedelta(days=settings.BOOKING_HORIZON_DAYS):
+        raise InvalidWindow(
+            f"Bookings reach at most {settings.BOOKING_HORIZON_DAYS} days ahead.",
+            fields=_field_error("end", "beyond_horizon", "Too far ahead."),
+        )
+
+
+def _lock_reservation(
+    tenant: Tenant, reservation_id: object, missing: str = "No such reservation."
+) -> Reservation:
+    try:
+        return Reservation.objects.select_for_update(of=("self",)).get(
+            pk=reservation_id, tenant=tenant
+        )
+    except (Reservation.DoesNotExist, ValueError, ValidationError):
+        raise NotFound(missing) from None
+
+
+def _lock_tenant(tenant: Tenant) -> Tenant:
+    locked = Tenant.objects.select_for_update(of=("self",)).get(pk=tenant.pk)
+    if not locked.is_active:
+        raise TenantSuspended()
+    return locked
+
+
+def _check_quota(
+    tenant: Tenant, gpus: int, start: datetime, end: datetime, exclude: Reservation | None = None
+) -> None:
+    hours = hours_between(start, end)
+    if exclude is None and hours > tenant.max_reservation_hours:
+        raise QuotaExceeded(
+            f"Reservations are limited to {tenant.max_reservation_hours} hours for this tenant.",
+            extra={"quota": "max_reservation_hours", "limit": tenant.max_reservation_hours},
+        )
+    peak = selectors.peak_gpus(tenant=tenant, start=start, end=end, exclude=exclude)
+    if peak + gpus > tenant.max_gpus:
+        raise QuotaExceeded(
+            f"The tenant may hold {tenant.max_gpus} GPUs at once; it already holds {peak} in "
+            f"this window and asked for {gpus} more.",
+            extra={"quota": "max_gpus", "limit": tenant.max_gpus, "in_use": peak},
+        )
+
+
+def _check_credit(tenant: Tenant, amount: Decimal) -> None:
+    available = selectors.credit_available(tenant=tenant)
+    if amount > available:
+        raise CreditLimitExceeded(
+            f"The booking costs {amount} {tenant.currency}; {max(available, Decimal(0))} of "
+            "credit is available.",
+            extra={"available_credit": str(max(available, Decimal(0))), "amount": str(amount)},
+        )
+
+
+def _place(tenant: Tenant, request: BookingRequest, *, status: str, now: datetime) -> Reservation:
+    """Put the booking on the cheapest pool that takes it (primary before backup at equal
+    price), within the caller's transaction and tenant lock."""
+    if not GpuModel.objects.filter(slug=request.gpu_model).exists():
+        raise UnknownGpuModel(
+            f"Unknown GPU model {request.gpu_model!r}.",
+            fields=_field_error("gpu_model", "unknown", "Unknown GPU model."),
+        )
+    _check_quota(tenant, request.gpu_count, request.start, request.end)
+    criteria = selectors.PoolFilter(
+        gpu_model=request.gpu_model,
+        region=request.region,
+        provider=request.provider,
+        tier=request.tier,
+        pool=request.pool,
+    )
+    pools = list(selectors.candidate_pools(criteria))
+    if not pools:
+        raise NoMatchingPool("No active pool matches the requested model and location.")
+    fitting = [pool for pool in pools if request.gpu_count % pool.booking_step == 0]
+    if not fitting:
+        steps = sorted({pool.booking_step for pool in pools})
+        raise InvalidGpuCount(
+            f"These pools sell whole nodes: ask for a multiple of {steps[0]} GPUs.",
+            fields=_field_error("gpu_count", "not_whole_nodes", f"Multiple of {steps[0]}."),
+        )
+    hours = request.hours
+    commitment = pricing.commitment_percent(hours)
+    priced = []
+    for pool in fitting:
+        unit = pricing.unit_price(pool=pool, tenant=tenant, hours=hours, commitment=commitment)
+        if request.max_unit_price is None or unit <= request.max_unit_price:
+            priced.append((unit, pool.tier != pool.Tier.PRIMARY, pool.slug, pool))
+    priced.sort(key=lambda row: row[:3])
+
+    best_available = 0
+    for unit, _, _, pool in priced:
+        total = pricing.total_price(
+            unit=unit, gpus=request.gpu_count, hours=hours, currency=pool.currency
+        )
+        try:
+            with transaction.atomic():  # a savepoint: a pool that is full leaves no trace
+                capacity_claim(
+                    pool_id=pool.pk, start=request.start, end=request.end, gpus=request.gpu_count
+                )
+                _check_credit(tenant, total)
+                return Reservation.objects.create(
+                    tenant=tenant,
+                    pool=pool,
+                    gpu_count=request.gpu_count,
+                    start=request.start,
+                    end=request.end,
+                    capacity_until=request.end,
+                    status=status,
+                    currency=pool.currency,
+                    list_price_per_gpu_hour=pool.price_per_gpu_hour,
+                    unit_price=unit,
+                    total_price=total,
+                    charge=total,
+                    hold_expires_at=(
+                        now + timedelta(minutes=settings.QUOTE_HOLD_MINUTES)
+                        if status == Reservation.Status.HELD
+                        else None
+                    ),
+                    confirmed_at=now if status == Reservation.Status.CONFIRMED else None,
+                )
+        except InsufficientCapacity as exc:
+            best_available = max(best_available, exc.extra.get("available_gpus", 0))
+    raise InsufficientCapacity(
+        f"No pool has {request.gpu_count} GPUs free for the whole window"
+        + (" at or under the price limit." if request.max_unit_price is not None else "."),
+        extra={"available_gpus": best_available},
+    )
+
+
+def _replay(
+    tenant: Tenant, scope: str, key: str | None, fingerprint: str
+) -> tuple[Reservation, int] | None:
+    if not key:
+        return None
+    record = IdempotencyRecord.objects.filter(tenant=tenant, scope=scope, key=key).first()
+    if record is None:
+        return None
+    if record.fingerprint != fingerprint:
+        raise IdempotencyKeyReused()
+    return Reservation.objects.get(pk=record.reservation_id), record.status_code
+
+
+def _remember(
+    tenant: Tenant,
+    scope: str,
+    key: str | None,
+    fingerprint: str,
+    reservation: Reservation,
+    status_code: int,
+) -> None:
+    if key:
+        IdempotencyRecord.objects.create(
+            tenant=tenant,
+            scope=scope,
+            key=key,
+            fingerprint=fingerprint,
+            reservation=reservation,
+            status_code=status_code,
+        )
+
+
+def _idempotent(scope: str, status_code: int):
+    """Run a tenant-scoped write once per Idempotency-Key: a replay with the same request
+    returns the stored outcome, the same key with another request is refused. Returns
+    ``(reservation, status_code, replayed)``."""
+
+    def decorator(operation):
+        def run(
+            *, tenant: Tenant, idempotency_key: str | None = None, fingerprint: str, **kwargs: Any
+        ) -> tuple[Reservation, int, bool]:
+            try:
+                with transaction.atomic():
+                    locked = _lock_tenant(tenant)
+                    replay = _replay(locked, scope, idempotency_key, fingerprint)
+                    if replay is not None:
+                        return (*replay, True)
+                    reservation = operation(tenant=locked, **kwargs)
+                    _remember(locked, scope, idempotency_key, fingerprint, reservation, status_code)
+                    return reservation, status_code, False
+            except IntegrityError:
+                # Another request with the same key won the race (the tenant lock makes this
+                # rare): answer with its outcome.
+                with transaction.atomic():
+                    replay = _replay(tenant, scope, idempotency_key, fingerprint)
+                if replay is None:
+                    raise
+                return (*replay, True)
+
+        run.__name__ = operation.__name__
+        run.__doc__ = operation.__doc__
+        return run
+
+    return decorator
+
+
+@_idempotent("quote.create", 201)
+def quote_create(
+    *, tenant: Tenant, request: BookingRequest, now: datetime | None = None
+) -> Reservation:
+    """Hold capacity for the booking on the cheapest fitting pool for QUOTE_HOLD_MINUTES.
+    Confirming the quote before it expires cannot fail for lack of capacity."""
+    now = now or utcnow()
+    validate_window(request.start, request.end, now=now)
+    return _place(tenant, request, status=Reservation.Status.HELD, now=now)
+
+
+@_idempotent("reservation.create", 201)
+def reservation_create(
+    *, tenant: Tenant, request: BookingRequest, now: datetime | None = None
+) -> Reservation:
+    """Book the request on the cheapest fitting pool and confirm it at once."""
+    now = now or utcnow()
+    validate_window(request.start, request.end, now=now)
+    return _place(tenant, request, status=Reservation.Status.CONFIRMED, now=now)
+
+
+@_idempotent("reservation.create", 201)
+def quote_confirm(*, tenant: Tenant, quote_id: object, now: datetime | None = None) -> Reservation:
+    """Turn a held quote into a confirmed reservation (no capacity moves: it is already held).
+
+    Raises QuoteExpired once the hold has lapsed (and releases it if the sweeper has not)."""
+    now = now or utcnow()
+    quote = _lock_reservation(tenant, quote_id, "No such quote.")
+    if quote.status == Reservation.Status.HELD and quote.hold_expires_at <= now:
+        _expire(quote)
+    if quote.status == Reservation.Status.EXPIRED:
+        raise QuoteExpired(extra={"expired_at": quote.hold_expires_at.isoformat()})
+    if quote.status != Reservation.Status.HELD:
+        raise InvalidStateTransition(
+            f"The quote is already {quote.status}.", extra={"status": quote.status}
+        )
+    quote.status = Reservation.Status.CONFIRMED
+    quote.confirmed_at = now
+    quote.hold_expires_at = None
+    quote.save(update_fields=["status", "confirmed_at", "hold_expires_at", "updated_at"])
+    return quote
+
+
+def _expire(reservation: Reservation) -> None:
+    """Release a lapsed hold. The reservation row must be locked by the caller."""
+    capacity_release(
+        pool_id=reservation.pool_id,
+        start=reservation.start,
+        end=reservation.capacity_until,
+        gpus=reservation.gpu_count,
+    )
+    reservation.status = Reservation.Status.EXPIRED
+    reservation.capacity_until = reservation.start
+    reservation.charge = Decimal("0.00")
+    reservation.save(update_fields=["status", "capacity_until", "charge", "updated_at"])
+
+
+def cancellation_terms(
+    reservation: Reservation, now: datetime
+) -> tuple[datetime, Decimal, Decimal]:
+    """``(release_from, delivered_amount, fee)`` for cancelling at ``now``.
+
+    Hours already begun are delivered and charged in full; the hours given back cost the fee
+    of the CancellationRule with the largest notice the cancellation meets (none: free)."""
+    release_from = min(max(reservation.start, ceil_hour(now)), reservation.end)
+    per_hour = reservation.unit_price * reservation.gpu_count
+    delivered = round_money(
+        per_hour * hours_between(reservation.start, release_from), reservation.currency
+    )
+    if reservation.status == Reservation.Status.HELD:
+        return reservation.start, Decimal("0.00"), Decimal("0.00")
+    notice_hours = max(0, int((reservation.start - now).total_seconds() // 3600))
+    rule = (
+        CancellationRule.objects.filter(min_notice_hours__lte=notice_hours)
+        .order_by("-min_notice_hours")
+        .first()
+    )
+    percent = rule.fee_percent if rule else Decimal(0)
+    fee = round_money(
+        per_hour * hours_between(release_from, reservation.end) * percent / HUNDRED,
+        reservation.currency,
+    )
+    return release_from, delivered, fee
+
+
+@transaction.atomic
+def reservation_cancel(
+    *,
+    tenant: Tenant,
+    reservation_id: object,
+    cancelled_by: str,
+    reason: str = "",
+    now: datetime | None = None,
+) -> Reservation:
+    """Cancel and release the capacity from the next whole hour at once. Cancelling an
+    already cancelled reservation returns it unchanged (idempotent)."""
+    now = now or utcnow()
+    reservation = _lock_reservation(tenant, reservation_id)
+    if reservation.status == Reservation.Status.CANCELLED:
+        return reservation
+    if reservation.status == Reservation.Status.HELD and reservation.hold_expires_at <= now:
+        _expire(reservation)
+    if reservation.status not in Reservation.LIVE_STATUSES or reservation.end <= now:
+        raise InvalidStateTransition(
+            f"A {reservation.status} reservation cannot be cancelled.",
+            extra={"status": reservation.status},
+        )
+    release_from, delivered, fee = cancellation_terms(reservation, now)
+    capacity_release(
+        pool_id=reservation.pool_id,
+        start=release_from,
+        end=reservation.capacity_until,
+        gpus=reservation.gpu_count,
+    )
+    reservation.status = Reservation.Status.CANCELLED
+    reservation.capacity_until = release_from
+    reservation.cancellation_fee = fee
+    reservation.charge = delivered + fee
+    reservation.cancelled_at = now
+    reservation.cancelled_by = cancelled_by[:200]
+    reservation.cancellation_reason = reason[:500]
+    reservation.save()
+    return reservation
+
+
+@_idempotent("reservation.extend", 200)
+def reservation_extend(
+    *, tenant: Tenant, reservation_id: object, new_end: datetime, now: datetime | None = None
+) -> Reservation:
+    """Move ``end`` later on the same pool at the locked unit price, or raise
+    InsufficientCapacity (nothing changes). Quotas and credit apply to the added hours."""
+    now = now or utcnow()
+    reservation = _lock_reservation(tenant, reservation_id)
+    if reservation.status not in (Reservation.Status.CONFIRMED, Reservation.Status.ACTIVE) or (
+        reservation.end <= now
+    ):
+        raise InvalidStateTransition(
+            f"A {reservation.status} reservation cannot be extended.",
+            extra={"status": reservation.status},
+        )
+    if new_end <= reservation.end:
+        raise InvalidWindow(
+            "The new end must be after the current end.",
+            fields=_field_error("end", "not_later", "Must be after the end."),
+        )
+    if new_end.tzinfo is None or not is_whole_hour(new_end):
+        raise InvalidWindow(
+            "end must be a whole UTC hour.",
+            fields=_field_error("end", "not_whole_hour", "Whole UTC hour."),
+        )
+    if hours_between(reservation.start, new_end) > settings.BOOKING_MAX_HOURS:
+        raise InvalidWindow(
+            f"A booking lasts at most {settings.BOOKING_MAX_HOURS} hours.",
+            fields=_field_error("end", "too_long", f"At most {settings.BOOKING_MAX_HOURS} h."),
+        )
+    if new_end > now + timedelta(days=settings.BOOKING_HORIZON_DAYS):
+        raise InvalidWindow(
+            f"Bookings reach at most {settings.BOOKING_HORIZON_DAYS} days ahead.",
+            fields=_field_error("end", "beyond_horizon", "Too far ahead."),
+        )
+    if hours_between(reservation.start, new_end) > tenant.max_reservation_hours:
+        raise QuotaExceeded(
+            f"Reservations are limited to {tenant.max_reservation_hours} hours for this tenant.",
+            extra={"quota": "max_reservation_hours", "limit": tenant.max_reservation_hours},
+        )
+    _check_quota(tenant, reservation.gpu_count, reservation.end, new_end, exclude=reservation)
+    total = pricing.total_price(
+        unit=reservation.unit_price,
+        gpus=reservation.gpu_count,
+        hours=hours_between(reservation.start, new_end),
+        currency=reservation.currency,
+    )
+    capacity_claim(
+        pool_id=reservation.pool_id, start=reservation.end, end=new_end, gpus=reservation.gpu_count
+    )
+    _check_credit(tenant, total - reservation.total_price)
+    reservation.end = new_end
+    reservation.capacity_until = new_end
+    reservation.total_price = total
+    reservation.charge = total
+    reservation.save(update_fields=["end", "capacity_until", "total_price", "charge", "updated_at"])
+    return reservation
+
+
+def holds_expire(*, now: datetime | None = None, batch_size: int = 500) -> int:
+    """Release every hold whose expiry has passed. Safe to run twice at once: each hold is
+    claimed with SKIP LOCKED and re-checked under its lock."""
+    now = now or utcnow()
+    expired = 0
+    while True:
+        with transaction.atomic():
+            batch = list(
+                Reservation.objects.select_for_update(of=("self",), skip_locked=True)
+                .filter(status=Reservation.Status.HELD, hold_expires_at__lte=now)
+                .order_by("pk")[:batch_size]
+            )
+            for reservation in batch:
+                _expire(reservation)
+        expired += len(batch)
+        if len(batch) < batch_size:
+            return expired
+
+
+def reservations_advance(*, now: datetime | None = None) -> dict[str, int]:
+    """Lifecycle: confirmed -> active at start, active (or confirmed) -> completed at end,
+    lapsed holds -> expired. Compare-and-set updates: running it twice changes nothing more."""
+    now = now or utcnow()
+    completed = Reservation.objects.filter(
+        status__in=[Reservation.Status.CONFIRMED, Reservation.Status.ACTIVE], end__lte=now
+    ).update(status=Reservation.Status.COMPLETED, updated_at=now)
+    activated = Reservation.objects.filter(
+        status=Reservation.Status.CONFIRMED, start__lte=now, end__gt=now
+    ).update(status=Reservation.Status.ACTIVE, updated_at=now)
+    return {"activated": activated, "completed": completed, "expired": holds_expire(now=now)}

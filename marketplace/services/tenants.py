@@ -1,0 +1,60 @@
+"""Tenants and their API keys."""
+
+import hashlib
+import secrets
+
+from django.db import transaction
+from django.utils.text import slugify
+
+from core.errors import InvalidInput
+from core.timeutils import utcnow
+from marketplace.models import ApiKey, Tenant
+
+KEY_PREFIX = "gpum"
+
+
+def api_key_digest(raw_key: str) -> str:
+    return hashlib.sha256(raw_key.encode()).hexdigest()
+
+
+@transaction.atomic
+def tenant_create(*, name: str, slug: str | None = None, **fields: object) -> Tenant:
+    slug = slug or slugify(name)
+    if not slug:
+        raise InvalidInput("A tenant needs a name with letters or digits.")
+    if Tenant.objects.filter(slug=slug).exists() or Tenant.objects.filter(name=name).exists():
+        raise InvalidInput(
+            f"A tenant named {name!r} already exists.",
+            fields={"name": [{"code": "unique", "message": "Already taken."}]},
+        )
+    tenant = Tenant(name=name, slug=slug, **fields)
+    tenant.full_clean()
+    tenant.save()
+    return tenant
+
+
+@transaction.atomic
+def api_key_create(*, tenant: Tenant, name: str = "default") -> tuple[ApiKey, str]:
+    """Create a key and return it with the raw secret, which is never stored nor shown again.
+
+    The raw key reads ``gpum_<prefix>_<secret>``; the prefix identifies it in lists and logs."""
+    prefix = secrets.token_hex(6)
+    raw_key = f"{KEY_PREFIX}_{prefix}_{secrets.token_urlsafe(32)}"
+    key = ApiKey.objects.create(
+        tenant=tenant, name=name, prefix=prefix, digest=api_key_digest(raw_key)
+    )
+    return key, raw_key
+
+
+def api_key_revoke(*, key: ApiKey) -> ApiKey:
+    ApiKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(revoked_at=utcnow())
+    key.refresh_from_db()
+    return key
+
+
+def api_key_touch(*, key: ApiKey) -> None:
+    """Record use, at most once a minute per key so hot keys do not write on every request."""
+    now = utcnow()
+    if key.last_used_at is None or (now - key.last_used_at).total_seconds() >= 60:
+        ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
+        key.last_used_at = now
