@@ -1,10 +1,13 @@
 """Operator screens for the supply side. Edits that change capacity go through the services so
 the ledger follows (and refuses changes that would strand booked GPUs)."""
 
+import copy
+
+from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 
-from capacity import services
+from capacity import selectors, services
 from capacity.models import CapacityPool, GpuModel, MaintenanceWindow, PoolHour, Provider, Region
 from core.errors import ApplicationError
 
@@ -56,8 +59,53 @@ class MaintenanceInline(admin.TabularInline):
         return False
 
 
+class CapacityPoolForm(forms.ModelForm):
+    class Meta:
+        model = CapacityPool
+        fields = [
+            "slug",
+            "name",
+            "region",
+            "gpu_model",
+            "tier",
+            "status",
+            "external_id",
+            "gpus_per_node",
+            "node_count",
+            "reserved_gpus",
+            "allow_partial_nodes",
+            "available_from",
+            "available_until",
+            "currency",
+            "cost_per_gpu_hour",
+            "price_per_gpu_hour",
+        ]
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        if self.instance.pk and not self.errors:
+            edited = copy.copy(self.instance)
+            for name in (
+                "gpus_per_node",
+                "node_count",
+                "reserved_gpus",
+                "available_from",
+                "available_until",
+            ):
+                setattr(edited, name, cleaned[name])
+            short = selectors.capacity_shortfall(edited)
+            if short is not None:
+                raise ValidationError(
+                    f"{short.booked} GPUs are booked at {short.hour:%Y-%m-%d %H:00} UTC but only "
+                    f"{short.capacity} would remain. Cancel or move those reservations first.",
+                    code="capacity_in_use",
+                )
+        return cleaned
+
+
 @admin.register(CapacityPool)
 class CapacityPoolAdmin(admin.ModelAdmin):
+    form = CapacityPoolForm
     list_display = [
         "slug",
         "gpu_model",
@@ -140,8 +188,28 @@ class CapacityPoolAdmin(admin.ModelAdmin):
         self.message_user(request, f"{queryset.count()} pool(s) now active.")
 
 
+class MaintenanceWindowForm(forms.ModelForm):
+    class Meta:
+        model = MaintenanceWindow
+        fields = ["pool", "kind", "start", "end", "gpus", "reason"]
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        if self.instance.pk is None and not self.errors and cleaned["end"] > cleaned["start"]:
+            window = MaintenanceWindow(**{k: cleaned[k] for k in ("start", "end", "gpus")})
+            short = selectors.capacity_shortfall(cleaned["pool"], window)
+            if short is not None:
+                raise ValidationError(
+                    f"{short.booked} GPUs are booked at {short.hour:%Y-%m-%d %H:00} UTC but only "
+                    f"{short.capacity} would remain. Cancel or move those reservations first.",
+                    code="capacity_in_use",
+                )
+        return cleaned
+
+
 @admin.register(MaintenanceWindow)
 class MaintenanceWindowAdmin(admin.ModelAdmin):
+    form = MaintenanceWindowForm
     list_display = ["pool", "kind", "start", "end", "gpus", "reason"]
     list_filter = ["kind", "pool__region__provider"]
     search_fields = ["pool__slug", "reason"]

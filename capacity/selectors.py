@@ -12,16 +12,21 @@ def pool_list() -> QuerySet[CapacityPool]:
     return CapacityPool.objects.select_related("region__provider", "gpu_model")
 
 
-def capacity_for_hours(pool: CapacityPool, hours: list[datetime]) -> dict[datetime, int]:
+def capacity_for_hours(
+    pool: CapacityPool, hours: list[datetime], extra_windows: list[MaintenanceWindow] = ()
+) -> dict[datetime, int]:
     """Sellable GPUs of ``pool`` in each of ``hours`` (UTC hour starts), before any booking.
 
     Zero outside the contract window; the hold-back and maintenance windows are subtracted
     (never below zero)."""
     if not hours:
         return {}
-    windows = list(
-        MaintenanceWindow.objects.filter(pool=pool, start__lt=max(hours) + HOUR, end__gt=min(hours))
-    )
+    windows = [
+        *MaintenanceWindow.objects.filter(
+            pool=pool, start__lt=max(hours) + HOUR, end__gt=min(hours)
+        ),
+        *extra_windows,
+    ]
     sellable = pool.sellable_gpus
     result = {}
     for hour in hours:
@@ -51,3 +56,22 @@ def free_gpus(pool: CapacityPool, start: datetime, end: datetime) -> int:
     """The most GPUs that can be booked on ``pool`` for the whole of [start, end)."""
     free = free_by_hour(pool, start, end)
     return min(free) if free else 0
+
+
+def capacity_shortfall(
+    pool: CapacityPool, new_window: MaintenanceWindow | None = None
+) -> PoolHour | None:
+    """The first ledger hour whose booked GPUs would exceed the capacity that ``pool`` (possibly
+    edited in memory, not yet saved) with ``new_window`` would give, or None when every
+    booking still fits."""
+    rows = PoolHour.objects.filter(pool_id=pool.pk, booked__gt=0).order_by("hour")
+    if new_window is not None:
+        rows = rows.filter(hour__gte=new_window.start, hour__lt=new_window.end)
+    rows = list(rows)
+    extra = [new_window] if new_window is not None else []
+    capacity = capacity_for_hours(pool, [row.hour for row in rows], extra)
+    for row in rows:
+        if capacity[row.hour] < row.booked:
+            row.capacity = capacity[row.hour]
+            return row
+    return None
