@@ -218,8 +218,9 @@ class PoolHour(models.Model):
     """The capacity ledger: one row per pool and UTC hour that anyone has tried to book.
 
     ``capacity`` is what may be sold in that hour (total − hold-back − maintenance, zero outside
-    the contract window); ``booked`` is the sum of GPUs of held/confirmed/active reservations
-    covering the hour. The CHECK constraints make overbooking impossible whatever code writes
+    the contract window); ``booked`` is the sum of ``gpu_count`` of the reservations whose
+    ``[start, capacity_until)`` covers the hour (live ones, and the delivered hours of finished
+    or cancelled ones). The CHECK constraints make overbooking impossible whatever code writes
     the row; rows are created lazily and locked in (pool, hour) order (see capacity/locks.py)."""
 
     pool = models.ForeignKey(CapacityPool, on_delete=models.CASCADE, related_name="hours")

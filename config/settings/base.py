@@ -7,8 +7,9 @@ import environ
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
+# Configuration comes from the process environment only (docker compose passes `.env` in with
+# `env_file`); no file is read implicitly, so a stray `.env` cannot redirect the tests.
 env = environ.Env()
-environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
 SECRET_KEY = env("SECRET_KEY", default="")
 DEBUG = env.bool("DEBUG", default=False)
@@ -95,6 +96,8 @@ STORAGES = {
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
+        # First: its Bearer challenge makes unauthenticated requests 401, not 403.
+        "marketplace.api.authentication.ApiKeyAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -110,10 +113,6 @@ REST_FRAMEWORK = {
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
     "DATETIME_FORMAT": "%Y-%m-%dT%H:%M:%SZ",
 }
-if DEBUG:
-    REST_FRAMEWORK["DEFAULT_RENDERER_CLASSES"].append(
-        "rest_framework.renderers.BrowsableAPIRenderer"
-    )
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "GPU Capacity Marketplace API",

@@ -7,7 +7,7 @@ SECRET_KEY = "test-only-not-secret"
 ALLOWED_HOSTS = ["testserver", "localhost", "127.0.0.1"]
 DATABASES = {
     "default": env.db_url(
-        "DATABASE_URL", default="postgres://postgres@127.0.0.1:5432/gpu_marketplace"
+        "DATABASE_URL", default="postgres://postgres@127.0.0.1:5432/postgres"
     ),
 }
 DATABASES["default"]["CONN_MAX_AGE"] = 0

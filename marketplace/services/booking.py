@@ -312,15 +312,10 @@ def reservation_create(
 
 
 @_idempotent("reservation.create", 201)
-def quote_confirm(*, tenant: Tenant, quote_id: object, now: datetime | None = None) -> Reservation:
-    """Turn a held quote into a confirmed reservation (no capacity moves: it is already held).
-
-    Raises QuoteExpired once the hold has lapsed (and releases it if the sweeper has not)."""
-    now = now or utcnow()
+def _quote_confirm(*, tenant: Tenant, quote_id: object, now: datetime) -> Reservation:
     quote = _lock_reservation(tenant, quote_id, "No such quote.")
-    if quote.status == Reservation.Status.HELD and quote.hold_expires_at <= now:
-        _expire(quote)
-    if quote.status == Reservation.Status.EXPIRED:
+    lapsed = quote.status == Reservation.Status.HELD and quote.hold_expires_at <= now
+    if lapsed or quote.status == Reservation.Status.EXPIRED:
         raise QuoteExpired(extra={"expired_at": quote.hold_expires_at.isoformat()})
     if quote.status != Reservation.Status.HELD:
         raise InvalidStateTransition(
@@ -331,6 +326,40 @@ def quote_confirm(*, tenant: Tenant, quote_id: object, now: datetime | None = No
     quote.hold_expires_at = None
     quote.save(update_fields=["status", "confirmed_at", "hold_expires_at", "updated_at"])
     return quote
+
+
+def quote_confirm(
+    *,
+    tenant: Tenant,
+    quote_id: object,
+    fingerprint: str,
+    idempotency_key: str | None = None,
+    now: datetime | None = None,
+) -> tuple[Reservation, int, bool]:
+    """Turn a held quote into a confirmed reservation (no capacity moves: it is already held).
+    Returns ``(reservation, status_code, replayed)`` like the other idempotent writes.
+
+    Raises QuoteExpired once the hold has lapsed, after releasing it if the sweeper has not."""
+    now = now or utcnow()
+    try:
+        return _quote_confirm(
+            tenant=tenant,
+            quote_id=quote_id,
+            fingerprint=fingerprint,
+            idempotency_key=idempotency_key,
+            now=now,
+        )
+    except QuoteExpired:
+        hold_release_lapsed(tenant=tenant, reservation_id=quote_id, now=now)
+        raise
+
+
+@transaction.atomic
+def hold_release_lapsed(*, tenant: Tenant, reservation_id: object, now: datetime) -> None:
+    """Expire one hold now if its time is up (the sweeper would within a minute)."""
+    hold = _lock_reservation(tenant, reservation_id)
+    if hold.status == Reservation.Status.HELD and hold.hold_expires_at <= now:
+        _expire(hold)
 
 
 def _expire(reservation: Reservation) -> None:
@@ -385,13 +414,15 @@ def reservation_cancel(
     now: datetime | None = None,
 ) -> Reservation:
     """Cancel and release the capacity from the next whole hour at once. Cancelling an
-    already cancelled reservation returns it unchanged (idempotent)."""
+    already cancelled reservation returns it unchanged (idempotent); cancelling a quote whose
+    hold has lapsed releases it and returns it as expired."""
     now = now or utcnow()
     reservation = _lock_reservation(tenant, reservation_id)
     if reservation.status == Reservation.Status.CANCELLED:
         return reservation
     if reservation.status == Reservation.Status.HELD and reservation.hold_expires_at <= now:
         _expire(reservation)
+        return reservation
     if reservation.status not in Reservation.LIVE_STATUSES or reservation.end <= now:
         raise InvalidStateTransition(
             f"A {reservation.status} reservation cannot be cancelled.",
@@ -429,6 +460,11 @@ def reservation_extend(
         raise InvalidStateTransition(
             f"A {reservation.status} reservation cannot be extended.",
             extra={"status": reservation.status},
+        )
+    if reservation.pool.status != reservation.pool.Status.ACTIVE:
+        raise InvalidStateTransition(
+            f"The pool is {reservation.pool.status}: no more hours are sold on it.",
+            extra={"pool_status": reservation.pool.status},
         )
     if new_end <= reservation.end:
         raise InvalidWindow(
@@ -481,10 +517,14 @@ def holds_expire(*, now: datetime | None = None, batch_size: int = 500) -> int:
     expired = 0
     while True:
         with transaction.atomic():
+            # Releasing holds in (pool, start) order takes every ledger row in ascending
+            # (pool, hour) order, as bookings do: any hour a later hold adds lies above all the
+            # hours already locked in its pool. In primary-key order, two sweepers (or a
+            # sweeper and a booking) could each hold the hours the other waits for: deadlock.
             batch = list(
                 Reservation.objects.select_for_update(of=("self",), skip_locked=True)
                 .filter(status=Reservation.Status.HELD, hold_expires_at__lte=now)
-                .order_by("pk")[:batch_size]
+                .order_by("pool_id", "start", "pk")[:batch_size]
             )
             for reservation in batch:
                 _expire(reservation)

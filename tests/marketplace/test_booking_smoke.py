@@ -32,7 +32,7 @@ def test_cancel_releases_and_extend_claims(frozen_now, tenant, pool):
     other, _, _ = book(tenant, booking(gpus=8))
     from datetime import timedelta
 
-    extended, status, _ = svc.reservation_extend(
+    extended, _, _ = svc.reservation_extend(
         tenant=tenant,
         reservation_id=other.pk,
         new_end=other.end + timedelta(hours=2),
