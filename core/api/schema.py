@@ -1,0 +1,105 @@
+"""OpenAPI description of the one error shape (see core/api/exception_handler.py).
+
+Views document their errors with ``error_responses("insufficient_capacity", ...)``: every code
+named lands under its HTTP status, with an example body, so clients can switch on ``code``."""
+
+from collections import defaultdict
+
+from drf_spectacular.utils import OpenApiExample, OpenApiResponse
+from rest_framework import serializers
+
+# code -> (HTTP status, what it means). The one list of error codes the API documents.
+ERROR_CODES: dict[str, tuple[int, str]] = {
+    "validation_error": (400, "A field is missing or malformed; `fields` names each one."),
+    "parse_error": (400, "The body is not valid JSON."),
+    "invalid_window": (
+        400,
+        "The time window is not whole UTC hours, is shorter than an hour, starts in the past, "
+        "is longer than the maximum or reaches beyond the booking horizon.",
+    ),
+    "unknown_gpu_model": (400, "No GPU model has this slug (see /api/v1/gpu-models/)."),
+    "invalid_gpu_count": (400, "The matching pools sell whole nodes: ask for a multiple."),
+    "not_authenticated": (401, "No credentials: send `Authorization: Bearer <API key>`."),
+    "invalid_api_key": (401, "The API key is unknown, malformed or revoked."),
+    "credit_limit_exceeded": (402, "The booking would take the tenant beyond its credit limit."),
+    "tenant_suspended": (403, "The tenant is suspended."),
+    "tenant_required": (403, "This endpoint needs a tenant API key (not an operator session)."),
+    "quota_exceeded": (403, "The booking exceeds a tenant quota (GPUs at once, hours)."),
+    "not_found": (404, "No such object for this tenant."),
+    "no_matching_pool": (404, "No active pool matches the GPU model and location filters."),
+    "insufficient_capacity": (409, "No pool has enough free GPUs for the whole window."),
+    "invalid_state": (409, "The reservation cannot do that in its current status."),
+    "quote_expired": (410, "The quote's hold has lapsed; request a new quote."),
+    "idempotency_key_reused": (422, "This Idempotency-Key was used with a different request."),
+}
+
+AUTH_ERRORS = ("not_authenticated", "invalid_api_key", "tenant_suspended")
+TENANT_AUTH_ERRORS = (*AUTH_ERRORS, "tenant_required")
+
+
+class ErrorSerializer(serializers.Serializer):
+    """Every error response. Some codes add keys, listed below; clients switch on ``code``."""
+
+    code = serializers.CharField(help_text="Stable, machine-readable error code.")
+    detail = serializers.CharField(help_text="Human-readable explanation.")
+    fields = serializers.DictField(
+        child=serializers.ListField(child=serializers.DictField()),
+        help_text="Input field name -> list of {code, message}; empty unless a field is at fault.",
+    )
+    available_gpus = serializers.IntegerField(
+        required=False, help_text="insufficient_capacity: the most GPUs any pool could take."
+    )
+    quota = serializers.CharField(
+        required=False, help_text="quota_exceeded: max_gpus or max_reservation_hours."
+    )
+    limit = serializers.IntegerField(required=False, help_text="quota_exceeded: the quota.")
+    in_use = serializers.IntegerField(
+        required=False, help_text="quota_exceeded (max_gpus): GPUs already held in the window."
+    )
+    available_credit = serializers.DecimalField(
+        max_digits=14,
+        decimal_places=2,
+        required=False,
+        help_text="credit_limit_exceeded: credit left.",
+    )
+    amount = serializers.DecimalField(
+        max_digits=14,
+        decimal_places=2,
+        required=False,
+        help_text="credit_limit_exceeded: what the booking costs.",
+    )
+    expired_at = serializers.DateTimeField(
+        required=False, help_text="quote_expired: when the hold lapsed."
+    )
+    status = serializers.CharField(
+        required=False, help_text="invalid_state: the reservation's current status."
+    )
+    pool_status = serializers.CharField(
+        required=False, help_text="invalid_state: the pool no longer sells hours (extend)."
+    )
+
+
+def error_responses(*codes: str) -> dict[int, OpenApiResponse]:
+    """``{status: OpenApiResponse(ErrorSerializer)}`` for the given error codes, one example
+    body per code."""
+    by_status: dict[int, list[str]] = defaultdict(list)
+    for code in codes:
+        status, _ = ERROR_CODES[code]
+        if code not in by_status[status]:
+            by_status[status].append(code)
+    responses = {}
+    for status, status_codes in sorted(by_status.items()):
+        responses[status] = OpenApiResponse(
+            response=ErrorSerializer,
+            description="; ".join(f"`{code}`: {ERROR_CODES[code][1]}" for code in status_codes),
+            examples=[
+                OpenApiExample(
+                    code,
+                    value={"code": code, "detail": ERROR_CODES[code][1], "fields": {}},
+                    response_only=True,
+                    status_codes=[str(status)],
+                )
+                for code in status_codes
+            ],
+        )
+    return responses

@@ -1,0 +1,246 @@
+"""Shapes of the booking API: what comes in (query strings and bodies) and what goes out.
+
+No rules live here beyond the shape of a value; the services decide what a booking may be."""
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from django.conf import settings
+from django.utils.dateparse import parse_datetime
+from rest_framework import serializers
+from rest_framework.settings import ISO_8601
+
+from capacity.models import CapacityPool
+from marketplace.models import Reservation
+from marketplace.selectors import Window
+
+MAX_GPU_COUNT = 100_000
+
+
+class AwareDateTimeField(serializers.DateTimeField):
+    """ISO 8601 with a UTC offset (``Z``, ``+00:00`` or any other), returned in UTC.
+
+    A time without an offset is refused rather than guessed: every time in this API is UTC."""
+
+    default_error_messages = {
+        "naive": "Give a UTC offset, e.g. 2026-12-07T09:00:00Z.",
+    }
+
+    def __init__(self, **kwargs) -> None:
+        kwargs.setdefault("input_formats", [ISO_8601])
+        kwargs.setdefault("default_timezone", UTC)
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, value) -> datetime:
+        if isinstance(value, str):
+            try:
+                parsed = parse_datetime(value)
+            except ValueError:
+                parsed = None  # well-formed but impossible: the parent says "invalid"
+            if parsed is not None and parsed.tzinfo is None:
+                self.fail("naive")
+        elif isinstance(value, datetime) and value.tzinfo is None:
+            self.fail("naive")
+        return super().to_internal_value(value)
+
+
+def gpu_count_field(**kwargs) -> serializers.IntegerField:
+    return serializers.IntegerField(
+        min_value=1,
+        max_value=MAX_GPU_COUNT,
+        help_text="How many GPUs, for every hour of the window.",
+        **kwargs,
+    )
+
+
+def max_unit_price_field() -> serializers.DecimalField:
+    return serializers.DecimalField(
+        max_digits=12,
+        decimal_places=4,
+        min_value=Decimal(0),
+        required=False,
+        help_text="Only pools whose unit price (after discounts) is at most this, per GPU-hour.",
+    )
+
+
+class PoolCriteriaSerializer(serializers.Serializer):
+    """What to book and where: the GPU model plus optional location filters."""
+
+    gpu_model = serializers.CharField(
+        max_length=50, help_text="GPU model slug, e.g. h100-sxm-80gb (see /api/v1/gpu-models/)."
+    )
+    gpu_count = gpu_count_field()
+    region = serializers.CharField(
+        max_length=50, required=False, help_text="Region code, e.g. us-east-1."
+    )
+    provider = serializers.CharField(
+        max_length=50, required=False, help_text="Provider slug, e.g. aws."
+    )
+    tier = serializers.ChoiceField(
+        choices=CapacityPool.Tier.choices,
+        required=False,
+        help_text="primary or backup capacity.",
+    )
+    max_unit_price = max_unit_price_field()
+
+
+class AvailabilityQuerySerializer(PoolCriteriaSerializer):
+    start = AwareDateTimeField(help_text="Window start, a whole UTC hour (ISO 8601 with offset).")
+    end = AwareDateTimeField(help_text="Window end (exclusive), a whole UTC hour.")
+
+
+class EarliestQuerySerializer(PoolCriteriaSerializer):
+    duration_hours = serializers.IntegerField(
+        min_value=1, help_text="Length of the booking in whole hours."
+    )
+    not_before = AwareDateTimeField(
+        required=False,
+        help_text="Earliest start, a whole UTC hour. Default: the next whole hour.",
+    )
+    not_after = AwareDateTimeField(
+        required=False,
+        help_text="Latest end, a whole UTC hour. Default: not_before + 30 days (or + "
+        "duration_hours when longer); capped at the booking horizon.",
+    )
+    limit = serializers.IntegerField(
+        min_value=1, max_value=50, default=5, help_text="How many windows at most (1-50)."
+    )
+
+    def validate_duration_hours(self, value: int) -> int:
+        if value > settings.BOOKING_MAX_HOURS:
+            raise serializers.ValidationError(
+                f"Ensure this value is less than or equal to {settings.BOOKING_MAX_HOURS}.",
+                code="max_value",
+            )
+        return value
+
+
+class BookingRequestSerializer(PoolCriteriaSerializer):
+    """A booking request: placed on the cheapest pool that fits (primary before backup at
+    equal price)."""
+
+    start = AwareDateTimeField(help_text="First hour, a whole UTC hour (ISO 8601 with offset).")
+    end = AwareDateTimeField(help_text="End (exclusive), a whole UTC hour.")
+    pool = serializers.CharField(
+        max_length=100, required=False, help_text="Pin the booking to this pool slug."
+    )
+
+
+BOOKING_FIELDS = frozenset(BookingRequestSerializer().fields)
+
+
+class QuoteConfirmSerializer(serializers.Serializer):
+    """Confirm a held quote."""
+
+    quote = serializers.UUIDField(help_text="The id of a held quote (POST /api/v1/quotes/).")
+
+    def validate(self, attrs: dict) -> dict:
+        mixed = sorted(BOOKING_FIELDS & set(self.initial_data))
+        if mixed:
+            raise serializers.ValidationError(
+                {name: ["Give either a quote or a booking request, not both."] for name in mixed},
+                code="quote_with_booking",
+            )
+        return attrs
+
+
+class CancelSerializer(serializers.Serializer):
+    reason = serializers.CharField(
+        max_length=500, required=False, allow_blank=True, default="", help_text="Why (optional)."
+    )
+
+
+class ExtendSerializer(serializers.Serializer):
+    end = AwareDateTimeField(help_text="The new end, a whole UTC hour after the current end.")
+
+
+class ReservationSerializer(serializers.ModelSerializer):
+    """A reservation or a quote (a reservation in status ``held`` with an ``expires_at``)."""
+
+    pool = serializers.CharField(source="pool.slug", help_text="Pool slug.")
+    provider = serializers.CharField(source="pool.region.provider.slug", help_text="Provider.")
+    region = serializers.CharField(source="pool.region.code", help_text="Region code.")
+    gpu_model = serializers.CharField(source="pool.gpu_model.slug", help_text="GPU model slug.")
+    hours = serializers.IntegerField(help_text="end - start, in hours.")
+    expires_at = serializers.DateTimeField(
+        source="hold_expires_at",
+        allow_null=True,
+        help_text="When a held quote lapses; null once confirmed.",
+    )
+
+    class Meta:
+        model = Reservation
+        fields = [
+            "id",
+            "status",
+            "pool",
+            "provider",
+            "region",
+            "gpu_model",
+            "gpu_count",
+            "start",
+            "end",
+            "hours",
+            "unit_price",
+            "list_price_per_gpu_hour",
+            "total_price",
+            "charge",
+            "cancellation_fee",
+            "currency",
+            "expires_at",
+            "created_at",
+            "updated_at",
+            "confirmed_at",
+            "cancelled_at",
+            "cancelled_by",
+            "cancellation_reason",
+        ]
+        read_only_fields = fields
+
+
+class CapacityOfferSerializer(serializers.Serializer):
+    """A pool that can take the whole booking in [start, end), with its price."""
+
+    pool = serializers.CharField(source="pool.slug", help_text="Pool slug (pin it with `pool`).")
+    provider = serializers.CharField(source="pool.region.provider.slug")
+    region = serializers.CharField(source="pool.region.code")
+    country = serializers.CharField(source="pool.region.country", help_text="ISO 3166-1 alpha-2.")
+    gpu_model = serializers.CharField(source="pool.gpu_model.slug")
+    tier = serializers.ChoiceField(source="pool.tier", choices=CapacityPool.Tier.choices)
+    available_gpus = serializers.IntegerField(
+        help_text="The fewest free GPUs in any hour of the window."
+    )
+    unit_price = serializers.DecimalField(
+        max_digits=12, decimal_places=4, help_text="Per GPU-hour, after discounts."
+    )
+    total_price = serializers.DecimalField(
+        max_digits=14, decimal_places=2, help_text="unit_price x gpu_count x hours."
+    )
+    currency = serializers.CharField()
+    start = serializers.DateTimeField()
+    end = serializers.DateTimeField()
+    hours = serializers.SerializerMethodField()
+
+    def get_hours(self, window: Window) -> int:
+        return int((window.end - window.start).total_seconds() // 3600)
+
+
+class QuotasSerializer(serializers.Serializer):
+    max_gpus = serializers.IntegerField(help_text="Most GPUs held at any one time.")
+    max_reservation_hours = serializers.IntegerField(help_text="Longest single reservation.")
+
+
+class TenantSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    slug = serializers.CharField()
+    status = serializers.CharField()
+    currency = serializers.CharField()
+    credit_limit = serializers.DecimalField(max_digits=14, decimal_places=2)
+    credit_available = serializers.DecimalField(
+        max_digits=16,
+        decimal_places=2,
+        help_text="Credit limit + balance - what is booked and not yet invoiced.",
+    )
+    discount_percent = serializers.DecimalField(max_digits=5, decimal_places=2)
+    quotas = QuotasSerializer()
+    api_key_prefix = serializers.CharField(help_text="The prefix of the key used for this call.")

@@ -1,0 +1,552 @@
+"""The booking API: search, earliest windows, quotes, reservations, cancel, extend, tenant.
+
+Every endpoint is tenant-scoped: it needs a tenant API key, reads through the caller's tenant
+and answers 404 for another tenant's ids. Views parse, call a selector or a service, and
+render; the rules live in ``marketplace.services.booking``."""
+
+import hashlib
+import re
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.core.exceptions import ValidationError as DjangoValidationError
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    PolymorphicProxySerializer,
+    extend_schema,
+)
+from rest_framework import serializers as drf_serializers
+from rest_framework import status
+from rest_framework.generics import GenericAPIView
+from rest_framework.parsers import JSONParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from capacity.models import GpuModel
+from core.api.schema import TENANT_AUTH_ERRORS, error_responses
+from core.errors import NotFound
+from core.timeutils import ceil_hour, floor_hour, is_whole_hour, utcnow
+from marketplace import selectors
+from marketplace.api.authentication import IsTenant
+from marketplace.api.filters import ReservationFilter
+from marketplace.api.serializers import (
+    AvailabilityQuerySerializer,
+    BookingRequestSerializer,
+    CancelSerializer,
+    CapacityOfferSerializer,
+    EarliestQuerySerializer,
+    ExtendSerializer,
+    QuoteConfirmSerializer,
+    ReservationSerializer,
+    TenantSerializer,
+)
+from marketplace.errors import InvalidWindow, UnknownGpuModel
+from marketplace.models import Reservation, Tenant
+from marketplace.services import booking
+
+IDEMPOTENCY_KEY_PATTERN = re.compile(r"^[\x21-\x7e]{1,200}$")  # printable ASCII, no spaces
+DEFAULT_SEARCH_SPAN = timedelta(days=30)
+
+TENANT_SCHEMA = {"auth": [{"bearerAuth": []}], "tags": ["booking"]}
+IDEMPOTENCY_KEY = OpenApiParameter(
+    "Idempotency-Key",
+    str,
+    OpenApiParameter.HEADER,
+    description="Makes a retry safe: the same key with the same body returns the first "
+    "outcome (same reservation, same status); the same key with another body is a 422 "
+    "`idempotency_key_reused`. Printable ASCII, at most 200 characters, kept per tenant.",
+)
+RESERVATION_ID = OpenApiParameter(
+    "reservation_id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="Reservation id."
+)
+
+
+def _replayed_header(status_code: int) -> OpenApiParameter:
+    return OpenApiParameter(
+        "Idempotent-Replayed",
+        str,
+        OpenApiParameter.HEADER,
+        enum=["true"],
+        response=[status_code],
+        description="`true` when this response replays an earlier request made with the same "
+        "Idempotency-Key; absent otherwise.",
+    )
+
+
+def _tenant(request: Request) -> Tenant:
+    return request.user.tenant
+
+
+def _idempotency_key(request: Request) -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is None or not key.strip():
+        return None
+    key = key.strip()
+    if not IDEMPOTENCY_KEY_PATTERN.match(key):
+        raise drf_serializers.ValidationError(
+            {"Idempotency-Key": ["Use 1-200 printable ASCII characters without spaces."]},
+            code="invalid",
+        )
+    return key
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _written(reservation: Reservation, status_code: int, replayed: bool) -> Response:
+    response = Response(ReservationSerializer(reservation).data, status=status_code)
+    if replayed:
+        response["Idempotent-Replayed"] = "true"
+    return response
+
+
+def _booking_request(data: Mapping) -> booking.BookingRequest:
+    return booking.BookingRequest(
+        gpu_model=data["gpu_model"],
+        gpu_count=data["gpu_count"],
+        start=data["start"],
+        end=data["end"],
+        region=data.get("region"),
+        provider=data.get("provider"),
+        tier=data.get("tier"),
+        pool=data.get("pool"),
+        max_unit_price=data.get("max_unit_price"),
+    )
+
+
+def _criteria(data: Mapping) -> selectors.PoolFilter:
+    return selectors.PoolFilter(
+        gpu_model=data["gpu_model"],
+        region=data.get("region"),
+        provider=data.get("provider"),
+        tier=data.get("tier"),
+    )
+
+
+def _require_gpu_model(slug: str) -> None:
+    # The booking services answer unknown_gpu_model; the searches should too, not "nothing".
+    if not GpuModel.objects.filter(slug=slug).exists():
+        raise UnknownGpuModel(
+            f"Unknown GPU model {slug!r}.",
+            fields={"gpu_model": [{"code": "unknown", "message": "Unknown GPU model."}]},
+        )
+
+
+def _window_error(field: str, code: str, message: str, detail: str) -> InvalidWindow:
+    return InvalidWindow(detail, fields={field: [{"code": code, "message": message}]})
+
+
+def _search_span(
+    *, not_before: datetime | None, not_after: datetime | None, duration_hours: int
+) -> tuple[datetime, datetime]:
+    """The [not_before, not_after] span to search, defaulted and capped at the horizon."""
+    now = utcnow()
+    for name, value in (("not_before", not_before), ("not_after", not_after)):
+        if value is not None and not is_whole_hour(value):
+            raise _window_error(
+                name,
+                "not_whole_hour",
+                "Must fall on a whole hour.",
+                f"{name} must fall on a whole UTC hour (minutes and seconds zero).",
+            )
+    duration = timedelta(hours=duration_hours)
+    start = not_before or ceil_hour(now)
+    if start < floor_hour(now):
+        raise _window_error(
+            "not_before", "in_past", "Must not be in the past.", "not_before is in the past."
+        )
+    horizon = floor_hour(now + timedelta(days=settings.BOOKING_HORIZON_DAYS))
+    end = min(not_after or start + max(DEFAULT_SEARCH_SPAN, duration), horizon)
+    if start + duration > horizon:
+        raise _window_error(
+            "not_before",
+            "beyond_horizon",
+            "Too far ahead.",
+            f"Bookings reach at most {settings.BOOKING_HORIZON_DAYS} days ahead.",
+        )
+    if end - start < duration:
+        raise _window_error(
+            "not_after",
+            "too_short",
+            "Leaves less than duration_hours after not_before.",
+            "The span from not_before to not_after is shorter than duration_hours.",
+        )
+    return start, end
+
+
+class AvailabilityApi(APIView):
+    permission_classes = [IsTenant]
+
+    InputSerializer = AvailabilityQuerySerializer
+    OutputSerializer = CapacityOfferSerializer
+
+    @extend_schema(
+        operation_id="availability_search",
+        summary="Search capacity for a window",
+        description="Every active pool that can take `gpu_count` GPUs for the whole of "
+        "[start, end), with the GPUs it has free and the price this tenant would pay; cheapest "
+        "first, primary before backup at equal price. Not paginated: one offer per pool.",
+        parameters=[AvailabilityQuerySerializer],
+        responses={
+            200: CapacityOfferSerializer(many=True),
+            **error_responses(
+                "validation_error", "invalid_window", "unknown_gpu_model", *TENANT_AUTH_ERRORS
+            ),
+        },
+        **TENANT_SCHEMA,
+    )
+    def get(self, request: Request) -> Response:
+        params = self.InputSerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        data = params.validated_data
+        booking.validate_window(data["start"], data["end"])
+        _require_gpu_model(data["gpu_model"])
+        offers = selectors.availability_search(
+            tenant=_tenant(request),
+            criteria=_criteria(data),
+            gpu_count=data["gpu_count"],
+            start=data["start"],
+            end=data["end"],
+            max_unit_price=data.get("max_unit_price"),
+        )
+        windows = [
+            selectors.Window(
+                pool=offer.pool,
+                start=data["start"],
+                end=data["end"],
+                available_gpus=offer.available_gpus,
+                unit_price=offer.unit_price,
+                total_price=offer.total_price,
+                currency=offer.currency,
+            )
+            for offer in offers
+        ]
+        return Response(self.OutputSerializer(windows, many=True).data)
+
+
+class EarliestWindowsApi(APIView):
+    permission_classes = [IsTenant]
+
+    InputSerializer = EarliestQuerySerializer
+    OutputSerializer = CapacityOfferSerializer
+
+    @extend_schema(
+        operation_id="availability_earliest",
+        summary="Find the earliest windows",
+        description="The earliest start on each pool where `gpu_count` GPUs are free for "
+        "`duration_hours` consecutive hours between `not_before` and `not_after`; earliest "
+        "first, then cheapest, at most `limit` (default 5, one window per pool). The span is "
+        "capped at the booking horizon. Not paginated.",
+        parameters=[EarliestQuerySerializer],
+        responses={
+            200: CapacityOfferSerializer(many=True),
+            **error_responses(
+                "validation_error", "invalid_window", "unknown_gpu_model", *TENANT_AUTH_ERRORS
+            ),
+        },
+        **TENANT_SCHEMA,
+    )
+    def get(self, request: Request) -> Response:
+        params = self.InputSerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        data = params.validated_data
+        not_before, not_after = _search_span(
+            not_before=data.get("not_before"),
+            not_after=data.get("not_after"),
+            duration_hours=data["duration_hours"],
+        )
+        _require_gpu_model(data["gpu_model"])
+        windows = selectors.earliest_windows(
+            tenant=_tenant(request),
+            criteria=_criteria(data),
+            gpu_count=data["gpu_count"],
+            duration_hours=data["duration_hours"],
+            not_before=not_before,
+            not_after=not_after,
+            limit=data["limit"],
+            max_unit_price=data.get("max_unit_price"),
+        )
+        return Response(self.OutputSerializer(windows, many=True).data)
+
+
+BOOKING_ERRORS = (
+    "validation_error",
+    "parse_error",
+    "invalid_window",
+    "unknown_gpu_model",
+    "invalid_gpu_count",
+    "credit_limit_exceeded",
+    "quota_exceeded",
+    "no_matching_pool",
+    "insufficient_capacity",
+    "idempotency_key_reused",
+    *TENANT_AUTH_ERRORS,
+)
+
+
+class QuoteCreateApi(APIView):
+    permission_classes = [IsTenant]
+    parser_classes = [JSONParser]
+
+    InputSerializer = BookingRequestSerializer
+    OutputSerializer = ReservationSerializer
+
+    @extend_schema(
+        operation_id="quote_create",
+        summary="Quote and hold capacity",
+        description="Places the booking on the cheapest pool that fits (primary before backup "
+        "at equal price) and holds the capacity until `expires_at` (10 minutes by default). "
+        'Confirm it with `POST /api/v1/reservations/ {"quote": id}` before then; a held '
+        "quote cannot fail for lack of capacity.",
+        request=BookingRequestSerializer,
+        parameters=[IDEMPOTENCY_KEY, _replayed_header(201)],
+        responses={201: ReservationSerializer, **error_responses(*BOOKING_ERRORS)},
+        **TENANT_SCHEMA,
+    )
+    def post(self, request: Request) -> Response:
+        key = _idempotency_key(request)
+        body = self.InputSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        booking_request = _booking_request(body.validated_data)
+        reservation, status_code, replayed = booking.quote_create(
+            tenant=_tenant(request),
+            request=booking_request,
+            idempotency_key=key,
+            fingerprint=booking_request.fingerprint(),
+        )
+        return _written(reservation, status_code, replayed)
+
+
+class ReservationListCreateApi(GenericAPIView):
+    permission_classes = [IsTenant]
+    parser_classes = [JSONParser]
+    filterset_class = ReservationFilter
+    ordering_fields = ["start", "end", "created_at", "gpu_count", "total_price"]
+    ordering = ["-created_at"]
+    # Only the browsable API (DEBUG) uses it, to prefill its raw POST form with a booking.
+    serializer_class = BookingRequestSerializer
+
+    OutputSerializer = ReservationSerializer
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):  # schema generation: no tenant
+            return Reservation.objects.none()
+        return selectors.reservation_list(tenant=_tenant(self.request))
+
+    @extend_schema(
+        operation_id="reservation_list",
+        summary="List the tenant's reservations",
+        description="The caller's own reservations and quotes (never another tenant's), newest "
+        "first unless `ordering` says otherwise. Paginated with `page` and `page_size`.",
+        responses={
+            200: ReservationSerializer(many=True),
+            **error_responses("validation_error", "not_found", *TENANT_AUTH_ERRORS),
+        },
+        **TENANT_SCHEMA,
+    )
+    def get(self, request: Request) -> Response:
+        queryset = self.filter_queryset(self.get_queryset())
+        page = self.paginate_queryset(queryset)
+        return self.get_paginated_response(self.OutputSerializer(page, many=True).data)
+
+    @extend_schema(
+        operation_id="reservation_create",
+        summary="Reserve (confirm a quote or book at once)",
+        description='Either `{"quote": id}` to confirm a held quote, or a full booking '
+        "request to book and confirm at once on the cheapest pool that fits. 201 with the "
+        "confirmed reservation.",
+        request=PolymorphicProxySerializer(
+            component_name="ReservationCreateRequest",
+            serializers=[QuoteConfirmSerializer, BookingRequestSerializer],
+            resource_type_field_name=None,
+        ),
+        parameters=[IDEMPOTENCY_KEY, _replayed_header(201)],
+        responses={
+            201: ReservationSerializer,
+            **error_responses(*BOOKING_ERRORS, "not_found", "invalid_state", "quote_expired"),
+        },
+        examples=[
+            OpenApiExample(
+                "Confirm a quote",
+                value={"quote": "3f1c9f5e-7c55-4d5e-9a76-0d2b8f0e7a11"},
+                request_only=True,
+            ),
+            OpenApiExample(
+                "Book at once",
+                value={
+                    "gpu_model": "h100-sxm-80gb",
+                    "gpu_count": 64,
+                    "start": "2026-12-07T09:00:00Z",
+                    "end": "2026-12-10T09:00:00Z",
+                    "region": "us-east-1",
+                },
+                request_only=True,
+            ),
+        ],
+        **TENANT_SCHEMA,
+    )
+    def post(self, request: Request) -> Response:
+        key = _idempotency_key(request)
+        tenant = _tenant(request)
+        if isinstance(request.data, Mapping) and "quote" in request.data:
+            body = QuoteConfirmSerializer(data=request.data)
+            body.is_valid(raise_exception=True)
+            quote_id = body.validated_data["quote"]
+            reservation, status_code, replayed = booking.quote_confirm(
+                tenant=tenant,
+                quote_id=quote_id,
+                idempotency_key=key,
+                fingerprint=_sha256(f"quote:{quote_id}"),
+            )
+        else:
+            body = BookingRequestSerializer(data=request.data)
+            body.is_valid(raise_exception=True)
+            booking_request = _booking_request(body.validated_data)
+            reservation, status_code, replayed = booking.reservation_create(
+                tenant=tenant,
+                request=booking_request,
+                idempotency_key=key,
+                fingerprint=booking_request.fingerprint(),
+            )
+        return _written(reservation, status_code, replayed)
+
+
+class ReservationDetailApi(APIView):
+    permission_classes = [IsTenant]
+
+    OutputSerializer = ReservationSerializer
+
+    @extend_schema(
+        operation_id="reservation_retrieve",
+        summary="Get one reservation",
+        parameters=[RESERVATION_ID],
+        responses={200: ReservationSerializer, **error_responses("not_found", *TENANT_AUTH_ERRORS)},
+        **TENANT_SCHEMA,
+    )
+    def get(self, request: Request, reservation_id: str) -> Response:
+        try:
+            reservation = selectors.reservation_get(
+                tenant=_tenant(request), reservation_id=reservation_id
+            )
+        except (Reservation.DoesNotExist, DjangoValidationError, ValueError):
+            raise NotFound("No such reservation.") from None
+        return Response(self.OutputSerializer(reservation).data)
+
+
+class ReservationCancelApi(APIView):
+    permission_classes = [IsTenant]
+    parser_classes = [JSONParser]
+
+    InputSerializer = CancelSerializer
+    OutputSerializer = ReservationSerializer
+
+    @extend_schema(
+        operation_id="reservation_cancel",
+        summary="Cancel a reservation",
+        description="Releases the capacity from the next whole hour at once. Hours already "
+        "begun are charged; the hours given back cost the fee of the cancellation policy "
+        "(by default free with 24 hours' notice, 50 % later). Cancelling a held quote is "
+        "free. Cancelling twice returns the cancelled reservation unchanged.",
+        parameters=[RESERVATION_ID],
+        request=CancelSerializer,
+        responses={
+            200: ReservationSerializer,
+            **error_responses(
+                "validation_error", "parse_error", "not_found", "invalid_state", *TENANT_AUTH_ERRORS
+            ),
+        },
+        **TENANT_SCHEMA,
+    )
+    def post(self, request: Request, reservation_id: str) -> Response:
+        body = self.InputSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        reservation = booking.reservation_cancel(
+            tenant=_tenant(request),
+            reservation_id=reservation_id,
+            cancelled_by=request.user.username,
+            reason=body.validated_data["reason"],
+        )
+        return Response(self.OutputSerializer(reservation).data)
+
+
+class ReservationExtendApi(APIView):
+    permission_classes = [IsTenant]
+    parser_classes = [JSONParser]
+
+    InputSerializer = ExtendSerializer
+    OutputSerializer = ReservationSerializer
+
+    @extend_schema(
+        operation_id="reservation_extend",
+        summary="Extend a reservation",
+        description="Moves `end` later on the same pool at the locked unit price, atomically: "
+        "either every added hour fits or nothing changes (409 `insufficient_capacity`). Quotas "
+        "and credit apply to the added hours.",
+        parameters=[RESERVATION_ID, IDEMPOTENCY_KEY, _replayed_header(200)],
+        request=ExtendSerializer,
+        responses={
+            200: ReservationSerializer,
+            **error_responses(
+                "validation_error",
+                "parse_error",
+                "invalid_window",
+                "credit_limit_exceeded",
+                "quota_exceeded",
+                "not_found",
+                "insufficient_capacity",
+                "invalid_state",
+                "idempotency_key_reused",
+                *TENANT_AUTH_ERRORS,
+            ),
+        },
+        **TENANT_SCHEMA,
+    )
+    def post(self, request: Request, reservation_id: str) -> Response:
+        key = _idempotency_key(request)
+        body = self.InputSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        new_end = body.validated_data["end"]
+        reservation, status_code, replayed = booking.reservation_extend(
+            tenant=_tenant(request),
+            reservation_id=reservation_id,
+            new_end=new_end,
+            idempotency_key=key,
+            fingerprint=_sha256(f"extend:{reservation_id}:{new_end.isoformat()}"),
+        )
+        return _written(reservation, status_code, replayed)
+
+
+class TenantApi(APIView):
+    permission_classes = [IsTenant]
+
+    OutputSerializer = TenantSerializer
+
+    @extend_schema(
+        operation_id="tenant_retrieve",
+        summary="The caller's tenant",
+        description="Name, status, credit and quotas of the tenant that owns the API key.",
+        responses={200: TenantSerializer, **error_responses(*TENANT_AUTH_ERRORS)},
+        **TENANT_SCHEMA,
+    )
+    def get(self, request: Request) -> Response:
+        tenant = _tenant(request)
+        data = {
+            "name": tenant.name,
+            "slug": tenant.slug,
+            "status": tenant.status,
+            "currency": tenant.currency,
+            "credit_limit": tenant.credit_limit,
+            "credit_available": selectors.credit_available(tenant=tenant),
+            "discount_percent": tenant.discount_percent,
+            "quotas": {
+                "max_gpus": tenant.max_gpus,
+                "max_reservation_hours": tenant.max_reservation_hours,
+            },
+            "api_key_prefix": request.auth.prefix,
+        }
+        return Response(self.OutputSerializer(data).data, status=status.HTTP_200_OK)
