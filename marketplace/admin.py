@@ -130,17 +130,12 @@ class TenantAdmin(admin.ModelAdmin):
 
     @admin.action(description="Suspend: refuse their API keys", permissions=["change"])
     def suspend(self, request: HttpRequest, queryset: QuerySet[Tenant]) -> None:
-        # No tenant service for this yet; a compare-and-set update changes each row once.
-        changed = queryset.filter(status=Tenant.Status.ACTIVE).update(
-            status=Tenant.Status.SUSPENDED
-        )
+        changed = tenants.tenant_set_status(tenants=queryset, status=Tenant.Status.SUSPENDED)
         self.message_user(request, f"{changed} tenant(s) suspended.")
 
     @admin.action(description="Reactivate", permissions=["change"])
     def reactivate(self, request: HttpRequest, queryset: QuerySet[Tenant]) -> None:
-        changed = queryset.filter(status=Tenant.Status.SUSPENDED).update(
-            status=Tenant.Status.ACTIVE
-        )
+        changed = tenants.tenant_set_status(tenants=queryset, status=Tenant.Status.ACTIVE)
         self.message_user(request, f"{changed} tenant(s) reactivated.")
 
     @admin.action(description="Create an API key (shown once)", permissions=["change"])

@@ -4,6 +4,7 @@ import hashlib
 import secrets
 
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils.text import slugify
 
 from core.errors import InvalidInput
@@ -22,7 +23,12 @@ def tenant_create(*, name: str, slug: str | None = None, **fields: object) -> Te
     slug = slug or slugify(name)
     if not slug:
         raise InvalidInput("A tenant needs a name with letters or digits.")
-    if Tenant.objects.filter(slug=slug).exists() or Tenant.objects.filter(name=name).exists():
+    if Tenant.objects.filter(slug=slug).exists():
+        raise InvalidInput(
+            f"A tenant with the slug {slug!r} already exists.",
+            fields={"slug": [{"code": "unique", "message": "Already taken."}]},
+        )
+    if Tenant.objects.filter(name=name).exists():
         raise InvalidInput(
             f"A tenant named {name!r} already exists.",
             fields={"name": [{"code": "unique", "message": "Already taken."}]},
@@ -58,3 +64,9 @@ def api_key_touch(*, key: ApiKey) -> None:
     if key.last_used_at is None or (now - key.last_used_at).total_seconds() >= 60:
         ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
         key.last_used_at = now
+
+
+def tenant_set_status(*, tenants: QuerySet[Tenant], status: str) -> int:
+    """Suspend or reactivate tenants; returns how many changed. A suspended tenant's keys are
+    refused at once (403); its reservations stay as they are."""
+    return tenants.exclude(status=status).update(status=status, updated_at=utcnow())

@@ -58,8 +58,10 @@ def test_create_tenant_takes_a_slug_and_a_gpu_quota():
 
 def test_create_tenant_refuses_a_duplicate():
     create_tenant("Acme AI")
-    with pytest.raises(CommandError, match=re.escape("A tenant named 'Acme AI' already exists.")):
+    with pytest.raises(CommandError, match=re.escape("slug 'acme-ai' already exists.")):
         create_tenant("Acme AI")
+    with pytest.raises(CommandError, match=re.escape("A tenant named 'Acme AI' already exists.")):
+        create_tenant("Acme AI", "--slug", "acme-2")
     assert Tenant.objects.count() == 1
     assert ApiKey.objects.count() == 1
 
