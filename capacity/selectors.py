@@ -1,6 +1,6 @@
 """Reads of the capacity catalogue and of free capacity over time."""
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from django.db.models import QuerySet
 
@@ -41,6 +41,7 @@ def capacity_for_hours(
 def free_by_hour(pool: CapacityPool, start: datetime, end: datetime) -> list[int]:
     """Free GPUs of ``pool`` in each hour of [start, end): the ledger where it has a row,
     the computed capacity where nobody has booked yet."""
+    start, end = start.astimezone(UTC), end.astimezone(UTC)  # UTC hours, not wall-clock ones
     ledger = {
         hour: capacity - booked
         for hour, capacity, booked in PoolHour.objects.filter(

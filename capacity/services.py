@@ -3,7 +3,7 @@
 The ledger functions (``capacity_claim`` / ``capacity_release``) are the only code that changes
 ``PoolHour.booked``; marketplace calls them inside its own booking transaction."""
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from django.db import transaction
 from django.db.models import F
@@ -42,10 +42,20 @@ def _ensure_pool_hours(pool_id: int, start: datetime, end: datetime) -> None:
     )
 
 
+def _on_utc_hour(moment: datetime) -> bool:
+    # The ledger's rows are UTC hours: 09:00+05:30 is 03:30Z and would start a second,
+    # misaligned grid of rows that overlaps the first without either row seeing the other.
+    return moment.tzinfo is not None and is_whole_hour(moment.astimezone(UTC))
+
+
 def capacity_claim(*, pool_id: int, start: datetime, end: datetime, gpus: int) -> None:
     """Add ``gpus`` to every hour of [start, end) on the pool, or raise InsufficientCapacity.
 
-    Must run inside the caller's transaction; the ledger rows stay locked until it commits."""
+    Must run inside the caller's transaction; the ledger rows stay locked until it commits.
+    Raises InvalidWindow unless both ends are whole UTC hours."""
+    if not (_on_utc_hour(start) and _on_utc_hour(end)):
+        raise InvalidWindow("Ledger windows start and end on whole UTC hours.")
+    start, end = start.astimezone(UTC), end.astimezone(UTC)  # step through UTC hours
     _ensure_pool_hours(pool_id, start, end)
     rows = locks.pool_hours_lock([pool_id], start, end)
     free = min(row.free for row in rows)
@@ -60,6 +70,7 @@ def capacity_claim(*, pool_id: int, start: datetime, end: datetime, gpus: int) -
 
 def capacity_release(*, pool_id: int, start: datetime, end: datetime, gpus: int) -> None:
     """Give back ``gpus`` in every hour of [start, end). Inside the caller's transaction."""
+    start, end = start.astimezone(UTC), end.astimezone(UTC)
     if start >= end:
         return
     rows = locks.pool_hours_lock([pool_id], start, end)
@@ -101,11 +112,11 @@ def _validate_window(start: datetime, end: datetime) -> None:
     for name, value in (("start", start), ("end", end)):
         if value.tzinfo is None:
             errors[name] = [{"code": "naive_datetime", "message": "Give a UTC offset."}]
-        elif not is_whole_hour(value):
+        elif not _on_utc_hour(value):
             errors[name] = [{"code": "not_whole_hour", "message": "Must fall on a whole hour."}]
     if errors:
         raise InvalidWindow("Windows start and end on whole UTC hours.", fields=errors)
-    if end <= start:
+    if end.astimezone(UTC) <= start.astimezone(UTC):
         raise InvalidWindow(
             "The window must end after it starts.",
             fields={"end": [{"code": "before_start", "message": "Must be after start."}]},
@@ -127,6 +138,7 @@ def maintenance_window_create(
     Raises CapacityInUse when reservations already hold GPUs the window would remove: the
     ledger never shows more booked than sellable, so those must be moved or cancelled first."""
     _validate_window(start, end)
+    start, end = start.astimezone(UTC), end.astimezone(UTC)
     locked = locks.pool_lock(pool.pk)
     window = MaintenanceWindow.objects.create(
         pool=locked, start=start, end=end, gpus=gpus, kind=kind, reason=reason

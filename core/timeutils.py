@@ -19,12 +19,18 @@ def ceil_hour(moment: datetime) -> datetime:
 
 
 def is_whole_hour(moment: datetime) -> bool:
+    """On the UTC hour grid: 09:00+05:30 (03:30Z) is not."""
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC)
     return moment.minute == 0 and moment.second == 0 and moment.microsecond == 0
 
 
 def hours_between(start: datetime, end: datetime) -> int:
-    return int((end - start) / HOUR)
+    # In UTC: Python subtracts datetimes sharing a tzinfo on the wall clock, which is an hour
+    # off across a DST change.
+    return int((end.astimezone(UTC) - start.astimezone(UTC)) / HOUR)
 
 
 def hour_range(start: datetime, end: datetime) -> list[datetime]:
-    return [start + i * HOUR for i in range(hours_between(start, end))]
+    first = start.astimezone(UTC)
+    return [first + i * HOUR for i in range(hours_between(start, end))]

@@ -1,7 +1,7 @@
 """Reads of the demand side: availability search, earliest windows, reservations, credit."""
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from django.db.models import QuerySet, Sum
@@ -74,6 +74,7 @@ def availability_search(
 ) -> list[Offer]:
     """Every active pool that can take ``gpu_count`` GPUs for the whole of [start, end),
     cheapest first (primary before backup at equal price)."""
+    start, end = start.astimezone(UTC), end.astimezone(UTC)  # elapsed hours, not wall clock
     hours = hours_between(start, end)
     commitment = pricing.commitment_percent(hours)
     offers = []
@@ -115,6 +116,7 @@ def earliest_windows(
     """The earliest start on each pool where ``gpu_count`` GPUs are free for
     ``duration_hours`` consecutive hours inside [not_before, not_after]; earliest first, then
     cheapest, at most ``limit``."""
+    not_before, not_after = not_before.astimezone(UTC), not_after.astimezone(UTC)
     duration = timedelta(hours=duration_hours)
     commitment = pricing.commitment_percent(duration_hours)
     windows = []

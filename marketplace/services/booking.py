@@ -10,7 +10,7 @@ tenant row -> reservation row -> pool row -> pool-hour rows ascending."""
 import hashlib
 import json
 from dataclasses import asdict, dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -53,6 +53,15 @@ class BookingRequest:
     pool: str | None = None
     max_unit_price: Decimal | None = None
 
+    def __post_init__(self) -> None:
+        # Hours are counted in UTC. Python subtracts and adds datetimes that share a tzinfo
+        # (e.g. ZoneInfo("America/New_York")) on the wall clock, which across a DST change
+        # is an hour off: the booking would be priced, and its ledger rows laid, wrongly.
+        for name in ("start", "end"):
+            value = getattr(self, name)
+            if isinstance(value, datetime) and value.tzinfo is not None:
+                object.__setattr__(self, name, value.astimezone(UTC))
+
     @property
     def hours(self) -> int:
         return hours_between(self.start, self.end)
@@ -76,11 +85,13 @@ def validate_window(start: datetime, end: datetime, *, now: datetime | None = No
                 f"{name} needs a UTC offset, e.g. 2026-12-01T09:00:00Z.",
                 fields=_field_error(name, "naive_datetime", "Give a UTC offset."),
             )
-        if not is_whole_hour(value):
+        # In UTC: 09:00+05:30 is 03:30Z, which would put ledger rows off the hour grid.
+        if not is_whole_hour(value.astimezone(UTC)):
             raise InvalidWindow(
                 f"{name} must fall on a whole hour (minutes and seconds zero).",
                 fields=_field_error(name, "not_whole_hour", "Must fall on a whole hour."),
             )
+    start, end = start.astimezone(UTC), end.astimezone(UTC)  # elapsed hours, not wall clock
     if end - start < HOUR:
         raise InvalidWindow(
             "A booking lasts at least one hour and ends after it starts.",
@@ -152,6 +163,11 @@ def _check_credit(tenant: Tenant, amount: Decimal) -> None:
 def _place(tenant: Tenant, request: BookingRequest, *, status: str, now: datetime) -> Reservation:
     """Put the booking on the cheapest pool that takes it (primary before backup at equal
     price), within the caller's transaction and tenant lock."""
+    if request.gpu_count < 1:  # zero passes every step check; the database would refuse the row
+        raise InvalidGpuCount(
+            "Ask for at least one GPU.",
+            fields=_field_error("gpu_count", "min_value", "At least 1."),
+        )
     if not GpuModel.objects.filter(slug=request.gpu_model).exists():
         raise UnknownGpuModel(
             f"Unknown GPU model {request.gpu_model!r}.",
@@ -466,15 +482,16 @@ def reservation_extend(
             f"The pool is {reservation.pool.status}: no more hours are sold on it.",
             extra={"pool_status": reservation.pool.status},
         )
+    if new_end.tzinfo is None or not is_whole_hour(new_end.astimezone(UTC)):
+        raise InvalidWindow(
+            "end must be a whole UTC hour.",
+            fields=_field_error("end", "not_whole_hour", "Whole UTC hour."),
+        )
+    new_end = new_end.astimezone(UTC)
     if new_end <= reservation.end:
         raise InvalidWindow(
             "The new end must be after the current end.",
             fields=_field_error("end", "not_later", "Must be after the end."),
-        )
-    if new_end.tzinfo is None or not is_whole_hour(new_end):
-        raise InvalidWindow(
-            "end must be a whole UTC hour.",
-            fields=_field_error("end", "not_whole_hour", "Whole UTC hour."),
         )
     if hours_between(reservation.start, new_end) > settings.BOOKING_MAX_HOURS:
         raise InvalidWindow(
