@@ -165,3 +165,12 @@ LOGGING = {
 BOOKING_MAX_HOURS = env.int("BOOKING_MAX_HOURS", default=90 * 24)
 BOOKING_HORIZON_DAYS = env.int("BOOKING_HORIZON_DAYS", default=365)
 QUOTE_HOLD_MINUTES = env.int("QUOTE_HOLD_MINUTES", default=10)
+
+# Billing (see billing/services/invoicing.py). Invoices stay draft this many days after the
+# month ends, for late usage; metering re-reads this many hours before its last run.
+BILLING_GRACE_DAYS = env.int("BILLING_GRACE_DAYS", default=2)
+BILLING_METERING_LOOKBACK_HOURS = env.int("BILLING_METERING_LOOKBACK_HOURS", default=24)
+# The invoice status enum gets its own name in the OpenAPI schema (reservations have "status").
+SPECTACULAR_SETTINGS.setdefault("ENUM_NAME_OVERRIDES", {})["InvoiceStatusEnum"] = (
+    "billing.models.Invoice.Status"
+)

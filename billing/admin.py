@@ -1,0 +1,500 @@
+"""Operator screens for billing. Invoices, usage and charges are read-only (issued documents
+never change; drafts are rebuilt from usage); payments, credit notes and top-ups are added
+through their services; the reports page has CSV downloads."""
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import DecimalField, OuterRef, QuerySet, Subquery, Sum, Value
+from django.db.models.functions import Coalesce
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+
+from billing import selectors
+from billing.models import (
+    Charge,
+    CreditNote,
+    Invoice,
+    InvoiceLine,
+    Payment,
+    RevenueReport,
+    TenantAccount,
+    UsageRecord,
+)
+from billing.services import credit_notes, invoicing, payments, reports
+from core.errors import ApplicationError
+from core.timeutils import utcnow
+from marketplace.models import LedgerEntry, Reservation
+
+ZERO = Decimal("0.00")
+
+
+class ReadOnlyMixin:
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+class ServiceAddMixin:
+    """Added through a service, never changed or deleted. A refusal by the service (checked
+    under its locks) comes back to the form as a message instead of a server error."""
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def add_view(self, request: HttpRequest, form_url: str = "", extra_context=None):
+        try:
+            return super().add_view(request, form_url, extra_context)
+        except ApplicationError as exc:
+            self.message_user(request, f"Not saved: {exc.detail}", level=messages.ERROR)
+            return HttpResponseRedirect(request.get_full_path())
+
+
+# --- invoices ----------------------------------------------------------------------------------
+
+
+class InvoiceLineInline(ReadOnlyMixin, admin.TabularInline):
+    model = InvoiceLine
+    extra = 0
+    fields = [
+        "kind",
+        "description",
+        "hours",
+        "gpu_hours",
+        "list_unit_price",
+        "unit_price",
+        "gross_amount",
+        "discount_amount",
+        "amount",
+    ]
+    readonly_fields = fields
+
+
+class CreditNoteInline(ReadOnlyMixin, admin.TabularInline):
+    model = CreditNote
+    extra = 0
+    fields = ["number", "issued_at", "reason", "amount", "memo", "issued_by"]
+    readonly_fields = fields
+    show_change_link = True
+
+
+class PaymentInline(ReadOnlyMixin, admin.TabularInline):
+    model = Payment
+    extra = 0
+    fields = ["received_at", "reference", "amount", "recorded_by"]
+    readonly_fields = fields
+
+
+@admin.register(Invoice)
+class InvoiceAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    """Invoices are built by the billing runs and never edited by hand: finalize early (after
+    the month ended), void, and record payments or credit notes on their own screens."""
+
+    list_display = [
+        "__str__",
+        "tenant",
+        "period_start",
+        "currency",
+        "status",
+        "total",
+        "amount_due",
+        "finalized_at",
+    ]
+    list_filter = ["status", "currency", "period_start"]
+    search_fields = ["number", "tenant__name", "tenant__slug"]
+    list_select_related = ["tenant"]
+    show_full_result_count = False
+    inlines = [InvoiceLineInline, CreditNoteInline, PaymentInline]
+    actions = ["finalize_now", "void"]
+    fieldsets = [
+        (None, {"fields": ["number", "tenant", "currency", "status"]}),
+        ("Period", {"fields": ["period_start", "period_end"]}),
+        (
+            "Amounts",
+            {
+                "fields": [
+                    "subtotal",
+                    "discount_total",
+                    "tax_rate_percent",
+                    "tax_amount",
+                    "total",
+                    "prepaid_applied",
+                    "amount_paid",
+                    "amount_credited",
+                    "amount_due",
+                ]
+            },
+        ),
+        (
+            "Record",
+            {
+                "fields": [
+                    "built_at",
+                    "finalized_at",
+                    "paid_at",
+                    "voided_at",
+                    "void_reason",
+                    "created_at",
+                ]
+            },
+        ),
+    ]
+    readonly_fields = [field for _, options in fieldsets for field in options["fields"]]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Invoice]:
+        return selectors.with_settlement(super().get_queryset(request))
+
+    @admin.display(description="Paid")
+    def amount_paid(self, obj: Invoice) -> Decimal:
+        return obj.amount_paid
+
+    @admin.display(description="Credited")
+    def amount_credited(self, obj: Invoice) -> Decimal:
+        return obj.amount_credited
+
+    @admin.display(description="Due", ordering="amount_due")
+    def amount_due(self, obj: Invoice) -> Decimal | str:
+        return obj.amount_due if obj.is_issued else "-"
+
+    def has_issue_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("billing.change_invoice")
+
+    @admin.action(
+        description="Finalize now (month must be over; skips the grace period)",
+        permissions=["issue"],
+    )
+    def finalize_now(self, request: HttpRequest, queryset: QuerySet[Invoice]) -> None:
+        finalized = 0
+        for invoice_id in queryset.filter(status=Invoice.Status.DRAFT).values_list("pk", flat=True):
+            try:
+                if invoicing.invoice_finalize(invoice_id=invoice_id) is not None:
+                    finalized += 1
+            except ApplicationError as exc:
+                self.message_user(request, f"#{invoice_id}: {exc.detail}", level=messages.ERROR)
+        self.message_user(request, f"{finalized} invoice(s) finalized.")
+
+    @admin.action(description="Void (unpaid, uncredited invoices only)", permissions=["issue"])
+    def void(self, request: HttpRequest, queryset: QuerySet[Invoice]) -> None:
+        voided = 0
+        for invoice_id in queryset.values_list("pk", flat=True):
+            try:
+                invoicing.invoice_void(
+                    invoice_id=invoice_id, reason=f"Voided by {request.user.get_username()}"
+                )
+                voided += 1
+            except ApplicationError as exc:
+                self.message_user(request, f"#{invoice_id}: {exc.detail}", level=messages.ERROR)
+        self.message_user(request, f"{voided} invoice(s) voided.")
+
+
+class PaymentForm(forms.ModelForm):
+    class Meta:
+        model = Payment
+        fields = ["invoice", "amount", "reference", "received_at"]
+
+    def clean(self) -> dict:
+        data = super().clean()
+        invoice, amount = data.get("invoice"), data.get("amount")
+        if invoice is not None and amount is not None:
+            if invoice.status != Invoice.Status.FINALIZED:
+                raise forms.ValidationError(f"The invoice is {invoice.status}, not finalized.")
+            due = selectors.invoice_settlement(invoice=invoice).due
+            if amount > due:
+                raise forms.ValidationError(f"Only {due} {invoice.currency} is due.")
+        return data
+
+
+@admin.register(Payment)
+class PaymentAdmin(ServiceAddMixin, admin.ModelAdmin):
+    """Record a bank transfer against a finalized invoice; it is paid when nothing is due."""
+
+    form = PaymentForm
+    list_display = ["received_at", "invoice", "tenant", "amount", "currency", "reference"]
+    list_filter = ["currency"]
+    search_fields = ["reference", "invoice__number", "tenant__name"]
+    list_select_related = ["invoice", "tenant"]
+    raw_id_fields = ["invoice"]
+
+    def get_changeform_initial_data(self, request: HttpRequest) -> dict:
+        return {"received_at": utcnow(), **super().get_changeform_initial_data(request)}
+
+    def save_model(self, request: HttpRequest, obj: Payment, form, change: bool) -> None:
+        payment = payments.invoice_payment_record(
+            invoice_id=obj.invoice_id,
+            amount=obj.amount,
+            reference=obj.reference,
+            received_at=obj.received_at,
+            recorded_by=request.user.get_username(),
+        )
+        obj.pk, obj.tenant_id, obj.currency = payment.pk, payment.tenant_id, payment.currency
+
+
+class CreditNoteForm(forms.ModelForm):
+    class Meta:
+        model = CreditNote
+        fields = ["invoice", "amount", "reason", "memo"]
+
+    def clean(self) -> dict:
+        data = super().clean()
+        invoice, amount = data.get("invoice"), data.get("amount")
+        if invoice is not None and amount is not None:
+            if invoice.status not in (Invoice.Status.FINALIZED, Invoice.Status.PAID):
+                raise forms.ValidationError(f"The invoice is {invoice.status}, not finalized.")
+            creditable = selectors.invoice_settlement(invoice=invoice).creditable
+            if amount > creditable:
+                raise forms.ValidationError(
+                    f"At most {creditable} {invoice.currency} can still be credited."
+                )
+        return data
+
+
+@admin.register(CreditNote)
+class CreditNoteAdmin(ServiceAddMixin, admin.ModelAdmin):
+    """Refunds, goodwill and SLA credits on a finalized invoice, numbered CN-<year>-<n>."""
+
+    form = CreditNoteForm
+    list_display = ["number", "issued_at", "invoice", "tenant", "reason", "amount", "currency"]
+    list_filter = ["reason", "currency"]
+    search_fields = ["number", "invoice__number", "tenant__name"]
+    list_select_related = ["invoice", "tenant"]
+    raw_id_fields = ["invoice"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: CreditNote | None = None):
+        return ["number", "tenant", "currency", "issued_at", "issued_by"] if obj else []
+
+    def save_model(self, request: HttpRequest, obj: CreditNote, form, change: bool) -> None:
+        note = credit_notes.credit_note_create(
+            invoice_id=obj.invoice_id,
+            amount=obj.amount,
+            reason=obj.reason,
+            memo=obj.memo,
+            issued_by=request.user.get_username(),
+        )
+        obj.pk, obj.number, obj.tenant_id = note.pk, note.number, note.tenant_id
+
+
+@admin.register(UsageRecord)
+class UsageRecordAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    list_display = [
+        "hour",
+        "reservation",
+        "tenant",
+        "pool",
+        "gpus",
+        "unit_price",
+        "amount",
+        "provider_cost",
+        "currency",
+        "invoice",
+    ]
+    list_filter = ["currency", "pool"]
+    search_fields = ["reservation__id", "tenant__name"]
+    list_select_related = ["tenant", "pool", "invoice", "reservation"]
+    show_full_result_count = False
+
+
+@admin.register(Charge)
+class ChargeAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    list_display = ["incurred_at", "kind", "reservation", "tenant", "amount", "currency", "invoice"]
+    list_filter = ["kind", "currency"]
+    search_fields = ["reservation__id", "tenant__name"]
+    list_select_related = ["tenant", "invoice", "reservation"]
+
+
+# --- tenant accounts and top-ups -----------------------------------------------------------------
+
+
+class LedgerEntryInline(ReadOnlyMixin, admin.TabularInline):
+    model = LedgerEntry
+    fk_name = "tenant"
+    extra = 0
+    fields = ["created_at", "kind", "amount", "currency", "reference", "memo"]
+    readonly_fields = fields
+    ordering = ["-created_at", "-id"]
+
+
+class TopUpForm(forms.Form):
+    amount = forms.DecimalField(max_digits=14, decimal_places=2, min_value=Decimal("0.01"))
+    reference = forms.CharField(
+        max_length=200, help_text="The bank transfer's reference: recording it twice is harmless."
+    )
+    memo = forms.CharField(max_length=500, required=False)
+
+
+def _sum_of(queryset: QuerySet, field: str) -> Coalesce:
+    return Coalesce(
+        Subquery(
+            queryset.filter(tenant=OuterRef("pk"))
+            .order_by()
+            .values("tenant")
+            .annotate(total=Sum(field))
+            .values("total")
+        ),
+        Value(ZERO),
+        output_field=DecimalField(),
+    )
+
+
+@admin.register(TenantAccount)
+class TenantAccountAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    """Each tenant's money: ledger balance (prepaid credit when positive), what reservations
+    still owe outside invoices, and the credit the booking check sees. Top-ups are added with
+    the action; the ledger is shown below each account."""
+
+    list_display = [
+        "name",
+        "currency",
+        "credit_limit",
+        "ledger_balance",
+        "uninvoiced",
+        "credit_available",
+    ]
+    search_fields = ["name", "slug"]
+    list_filter = ["currency", "status"]
+    fields = ["name", "currency", "credit_limit", "ledger_balance", "uninvoiced"]
+    readonly_fields = fields
+    inlines = [LedgerEntryInline]
+    actions = ["top_up"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[TenantAccount]:
+        live = Reservation.objects.exclude(status=Reservation.Status.EXPIRED)
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                balance=_sum_of(LedgerEntry.objects.all(), "amount"),
+                charged=_sum_of(live, "charge"),
+                invoiced=_sum_of(live, "invoiced_amount"),
+            )
+        )
+
+    @admin.display(description="Ledger balance", ordering="balance")
+    def ledger_balance(self, obj: TenantAccount) -> Decimal:
+        return obj.balance
+
+    @admin.display(description="Uninvoiced commitments")
+    def uninvoiced(self, obj: TenantAccount) -> Decimal:
+        return obj.charged - obj.invoiced
+
+    @admin.display(description="Credit available")
+    def credit_available(self, obj: TenantAccount) -> Decimal:
+        return obj.credit_limit + obj.balance - (obj.charged - obj.invoiced)
+
+    def has_top_up_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("marketplace.add_ledgerentry") or request.user.is_superuser
+
+    @admin.action(description="Record a prepaid top-up", permissions=["top_up"])
+    def top_up(self, request: HttpRequest, queryset: QuerySet[TenantAccount]):
+        if queryset.count() != 1:
+            self.message_user(request, "Top up one tenant at a time.", level=messages.WARNING)
+            return None
+        tenant = queryset.get()
+        form = TopUpForm(request.POST if "amount" in request.POST else None)
+        if form.is_valid():
+            try:
+                payments.top_up_create(tenant=tenant, **form.cleaned_data)
+            except ApplicationError as exc:
+                self.message_user(request, f"Not recorded: {exc.detail}", level=messages.ERROR)
+            else:
+                self.message_user(
+                    request,
+                    f"Top-up of {form.cleaned_data['amount']} {tenant.currency} recorded for "
+                    f"{tenant.name}.",
+                )
+            return None
+        return TemplateResponse(
+            request,
+            "admin/billing/top_up.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": f"Prepaid top-up for {tenant.name}",
+                "opts": self.model._meta,
+                "tenant": tenant,
+                "form": form,
+                "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+            },
+        )
+
+
+# --- reports -----------------------------------------------------------------------------------
+
+
+def _month(value: str | None, default: datetime) -> datetime:
+    try:
+        return datetime.strptime(value or "", "%Y-%m").replace(tzinfo=UTC)
+    except ValueError:
+        return default
+
+
+@admin.register(RevenueReport)
+class RevenueReportAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    """The operator reports page (revenue, margin, utilisation, backup share) with a CSV
+    download per report; ``?from=YYYY-MM&to=YYYY-MM`` picks the months (default: the last
+    three)."""
+
+    def get_urls(self):
+        info = self.model._meta.app_label, self.model._meta.model_name
+        return [
+            path(
+                "csv/<slug:report>/",
+                self.admin_site.admin_view(self.csv_view),
+                name="{}_{}_csv".format(*info),
+            ),
+            *super().get_urls(),
+        ]
+
+    def _range(self, request: HttpRequest) -> tuple[datetime, datetime, datetime]:
+        """(first month, last month, end of the last month) from ``?from=&to=``."""
+        this_month = invoicing.month_start(utcnow())
+        first = _month(request.GET.get("from"), _months_back(this_month, 2))
+        last = max(first, _month(request.GET.get("to"), this_month))
+        return first, last, invoicing.next_month(last)
+
+    def changelist_view(self, request: HttpRequest, extra_context=None):
+        if not self.has_view_permission(request):
+            return super().changelist_view(request, extra_context)
+        start, last, end = self._range(request)
+        return TemplateResponse(
+            request,
+            "admin/billing/report.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": "Revenue & utilisation",
+                "opts": self.model._meta,
+                "reports": [
+                    (report, reverse("admin:billing_revenuereport_csv", args=[report.slug]))
+                    for report in reports.reports_build(start=start, end=end)
+                ],
+                "from": f"{start:%Y-%m}",
+                "to": f"{last:%Y-%m}",
+                "query": request.GET.urlencode(),
+            },
+        )
+
+    def csv_view(self, request: HttpRequest, report: str) -> HttpResponse:
+        if report not in reports.REPORTS or not self.has_view_permission(request):
+            return HttpResponse(status=404)
+        start, last, end = self._range(request)
+        built = reports.REPORTS[report](start=start, end=end)
+        response = HttpResponse(built.to_csv(), content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = (
+            f'attachment; filename="{report}-{start:%Y-%m}-{last:%Y-%m}.csv"'
+        )
+        return response
+
+
+def _months_back(month: datetime, count: int) -> datetime:
+    for _ in range(count):
+        month = invoicing.month_start(month - timedelta(days=1))
+    return month

@@ -1,0 +1,561 @@
+"""Monthly invoices: drafts rebuilt from usage, finalization with gapless numbers, void.
+
+The invoice policy
+------------------
+* One invoice per tenant, currency and calendar month (UTC). A document never mixes
+  currencies: a tenant who books pools priced in two currencies gets two invoices a month.
+* Draft while the month runs and for ``BILLING_GRACE_DAYS`` (default 2) after it; a draft's
+  lines are rebuilt from its usage on every run, so re-running changes nothing. Then the
+  daily finalize run issues it: number, ledger charge (-total), ``Reservation.invoiced_amount``.
+  An issued invoice never changes (database trigger, ORM guard, read-only admin); corrections
+  are credit notes or void.
+* Late usage: a usage record or charge belongs to the invoice of its own month while that
+  invoice is a draft (or not created yet); once the month's invoice is issued, to the tenant's
+  next invoice — the first later month whose invoice is still a draft. Whichever invoice picks
+  a record up first keeps it (``UsageRecord.invoice`` is set once), so nothing is billed twice.
+* Hours covered by an outage recorded after they were metered are dropped from a draft when
+  it is rebuilt (finalization always rebuilds); on an issued invoice they stay, and an
+  operator gives an SLA credit note.
+* Rounding (``core.money.round_money``, half up to the minor unit): each line is rounded
+  (line amount = round(sum of its usage amounts at four decimals)); subtotal, discount and
+  total are sums of rounded lines; tax = round(net x tenant tax rate), once per invoice.
+* Numbers ``INV-<year of issue>-<6 digits>``, gapless per year (see numbering.py).
+* Prepaid credit: at finalization, a positive ledger balance (in the invoice's currency)
+  covers the invoice up to its total (``prepaid_applied``); an invoice fully covered is issued
+  as ``paid``. Otherwise it is ``paid`` once payments and credit notes cover the rest.
+
+Every change for a tenant runs in a transaction holding that tenant's row lock (locks.py); the
+runs take tenants in batches (one transaction and a handful of set-based statements per
+batch, not per tenant). Two runs for the same tenant queue up and the second finds the work
+done; a run that dies half way rolls back whole (no orphan draft, no used number)."""
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from itertools import chain
+
+from django.conf import settings
+from django.db import DatabaseError, connection, transaction
+from django.db.models import Count, Exists, Max, Min, OuterRef, Sum
+from django.db.models.functions import TruncMonth
+
+from billing import locks, selectors
+from billing.db import bulk_set
+from billing.errors import InvoiceNotFinalized, PeriodNotEnded
+from billing.models import Charge, Invoice, InvoiceLine, UsageRecord
+from billing.services.numbering import INVOICE_SERIES, numbers_issue
+from capacity.models import MaintenanceWindow
+from core.errors import ApplicationError
+from core.money import round_money
+from core.timeutils import HOUR, utcnow
+from marketplace.models import LedgerEntry, Tenant
+from marketplace.services import accounts
+
+logger = logging.getLogger(__name__)
+
+ZERO = Decimal("0.00")
+HUNDRED = Decimal(100)
+# Tenants (or invoices) per transaction in the billing runs: each batch is locked and written
+# set-based; a failing batch is retried one tenant at a time so one bad account cannot hold up
+# the others. Bookings of a batch's tenants wait for it (well under a second).
+BATCH_SIZE = 500
+
+Account = tuple[int, str]  # (tenant id, currency)
+# progress(total) returns tick(done): the command draws a progress bar with it.
+Progress = Callable[[int], Callable[[int], object]]
+
+
+def _no_progress(total: int) -> Callable[[int], object]:
+    return lambda done: None
+
+
+def month_start(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+def next_month(start: datetime) -> datetime:
+    return month_start(month_start(start) + timedelta(days=32))
+
+
+# --- drafts ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Claim:
+    tenant_id: int
+    currency: str
+    start: datetime  # the earliest month whose records the invoice takes
+    end: datetime  # the invoice's period end
+    invoice_id: int
+
+
+def _claim(tenants: dict[int, Tenant], wanted: set[Account]) -> set[int]:
+    """Put the accounts' unclaimed usage and charges on drafts, following the late-usage
+    policy; returns the ids of the drafts that (may have) taken something. Tenant locks held.
+
+    A record of month M goes to the first month >= M whose invoice is not issued; its draft
+    is created if needed. Months are computed per account, then all accounts are claimed in
+    one statement per table."""
+    tenant_ids = list(tenants)
+    usage_months = (
+        UsageRecord.objects.filter(tenant_id__in=tenant_ids, invoice__isnull=True)
+        .annotate(month=TruncMonth("hour", tzinfo=UTC))
+        .values_list("tenant_id", "currency", "month")
+        .distinct()
+        .order_by()
+    )
+    charge_months = (
+        Charge.objects.filter(tenant_id__in=tenant_ids, invoice__isnull=True)
+        .annotate(month=TruncMonth("incurred_at", tzinfo=UTC))
+        .values_list("tenant_id", "currency", "month")
+        .distinct()
+        .order_by()
+    )
+    months = sorted(
+        {row for row in chain(usage_months, charge_months) if (row[0], row[1]) in wanted}
+    )
+    if not months:
+        return set()
+    issued = set(
+        Invoice.objects.filter(tenant_id__in=tenant_ids)
+        .exclude(status=Invoice.Status.DRAFT)
+        .values_list("tenant_id", "currency", "period_start")
+    )
+    # (tenant, currency, target period) -> the earliest month whose records it takes
+    targets: dict[tuple[int, str, datetime], datetime] = {}
+    for tenant_id, currency, month in months:
+        target = month
+        while (tenant_id, currency, target) in issued:
+            target = next_month(target)
+        targets.setdefault((tenant_id, currency, target), month)
+
+    Invoice.objects.bulk_create(
+        [
+            Invoice(
+                tenant_id=tenant_id,
+                currency=currency,
+                period_start=period_start,
+                period_end=next_month(period_start),
+                tax_rate_percent=tenants[tenant_id].tax_rate_percent,
+            )
+            for tenant_id, currency, period_start in targets
+        ],
+        ignore_conflicts=True,
+    )
+    drafts = {
+        (tenant_id, currency, period_start): pk
+        for pk, tenant_id, currency, period_start in Invoice.objects.filter(
+            tenant_id__in=tenant_ids, status=Invoice.Status.DRAFT
+        ).values_list("pk", "tenant_id", "currency", "period_start")
+    }
+    claims = [
+        _Claim(
+            tenant_id,
+            currency,
+            first_month,
+            next_month(period),
+            drafts[tenant_id, currency, period],
+        )
+        for (tenant_id, currency, period), first_month in targets.items()
+    ]
+    _assign(UsageRecord, "hour", claims)
+    _assign(Charge, "incurred_at", claims)
+    return {claim.invoice_id for claim in claims}
+
+
+def _assign(model: type[UsageRecord] | type[Charge], moment: str, claims: list[_Claim]) -> None:
+    """Set ``invoice`` on the model's unclaimed rows of each claim's account and time range."""
+    if connection.vendor != "postgresql":
+        # Development databases: one UPDATE per account.
+        for claim in claims:
+            model.objects.filter(
+                tenant_id=claim.tenant_id,
+                currency=claim.currency,
+                invoice__isnull=True,
+                **{f"{moment}__gte": claim.start, f"{moment}__lt": claim.end},
+            ).update(invoice_id=claim.invoice_id)
+        return
+    row = "(%s::bigint, %s::varchar, %s::timestamptz, %s::timestamptz, %s::bigint)"
+    sql = f"""
+        UPDATE {model._meta.db_table} AS r SET invoice_id = c.invoice_id
+        FROM (VALUES {", ".join([row] * len(claims))}) AS c(tenant_id, currency, lo, hi, invoice_id)
+        WHERE r.invoice_id IS NULL AND r.tenant_id = c.tenant_id AND r.currency = c.currency
+          AND r.{moment} >= c.lo AND r.{moment} < c.hi
+    """  # noqa: S608 - table and column names come from code, values are parameters
+    params = [
+        value
+        for claim in claims
+        for value in (claim.tenant_id, claim.currency, claim.start, claim.end, claim.invoice_id)
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+
+
+def _drop_outage_hours(invoice_ids: list[int]) -> int:
+    """Remove the drafts' usage in hours covered by an outage on the pool, recorded after the
+    hour was metered (metering itself skips hours of outages already on record)."""
+    usage = UsageRecord.objects.filter(invoice_id__in=invoice_ids)
+    span = usage.aggregate(first=Min("hour"), last=Max("hour"))
+    if (
+        span["first"] is None
+        or not MaintenanceWindow.objects.filter(
+            kind=MaintenanceWindow.Kind.OUTAGE,
+            start__lt=span["last"] + HOUR,
+            end__gt=span["first"],
+        ).exists()
+    ):
+        return 0  # the usual case: no outage anywhere near these drafts' hours
+    covering = MaintenanceWindow.objects.filter(
+        kind=MaintenanceWindow.Kind.OUTAGE,
+        pool=OuterRef("pool"),
+        start__lt=OuterRef("hour") + HOUR,
+        end__gt=OuterRef("hour"),
+    )
+    removed, _ = usage.filter(Exists(covering)).delete()
+    return removed
+
+
+def _usage_lines(invoice_ids: list[int], currencies: dict[int, str]) -> list[InvoiceLine]:
+    rows = (
+        UsageRecord.objects.filter(invoice_id__in=invoice_ids)
+        .values(
+            "invoice_id",
+            "reservation_id",
+            "gpus",
+            "unit_price",
+            "reservation__list_price_per_gpu_hour",
+            "pool__slug",
+            "pool__gpu_model__name",
+        )
+        .annotate(
+            hours=Count("id"),
+            gpu_hours=Sum("gpu_hours"),
+            metered=Sum("amount"),
+            first_hour=Min("hour"),
+            last_hour=Max("hour"),
+        )
+        .order_by("invoice_id", "first_hour", "reservation_id")
+    )
+    lines = []
+    for row in rows:  # one row per invoice line, aggregated by the database
+        currency = currencies[row["invoice_id"]]
+        list_price = row["reservation__list_price_per_gpu_hour"]
+        amount = round_money(row["metered"], currency)
+        gross = max(amount, round_money(list_price * row["gpu_hours"], currency))
+        lines.append(
+            InvoiceLine(
+                invoice_id=row["invoice_id"],
+                kind=InvoiceLine.Kind.USAGE,
+                reservation_id=row["reservation_id"],
+                description=(
+                    f"{row['gpus']} x {row['pool__gpu_model__name']} on {row['pool__slug']}, "
+                    f"{row['first_hour']:%Y-%m-%d %H:00} to "
+                    f"{row['last_hour'] + HOUR:%Y-%m-%d %H:00} UTC"
+                ),
+                gpu_model=row["pool__gpu_model__name"],
+                pool=row["pool__slug"],
+                gpus=row["gpus"],
+                hours=row["hours"],
+                gpu_hours=row["gpu_hours"],
+                list_unit_price=list_price,
+                unit_price=row["unit_price"],
+                gross_amount=gross,
+                discount_amount=gross - amount,
+                amount=amount,
+                first_hour=row["first_hour"],
+                last_hour=row["last_hour"],
+            )
+        )
+    return lines
+
+
+def _charge_lines(invoice_ids: list[int]) -> list[InvoiceLine]:
+    charges = (
+        Charge.objects.filter(invoice_id__in=invoice_ids)
+        .select_related("reservation__pool__gpu_model")
+        .order_by("invoice_id", "incurred_at", "pk")
+    )
+    return [
+        InvoiceLine(
+            invoice_id=charge.invoice_id,
+            kind=InvoiceLine.Kind.CANCELLATION_FEE,
+            reservation_id=charge.reservation_id,
+            description=(
+                f"Cancellation fee: {charge.reservation.gpu_count} x "
+                f"{charge.reservation.pool.gpu_model.name} on {charge.reservation.pool.slug}, "
+                f"cancelled {charge.incurred_at:%Y-%m-%d %H:%M} UTC"
+            ),
+            gpu_model=charge.reservation.pool.gpu_model.name,
+            pool=charge.reservation.pool.slug,
+            gpus=charge.reservation.gpu_count,
+            gross_amount=charge.amount,
+            amount=charge.amount,
+            first_hour=charge.incurred_at,
+            last_hour=charge.incurred_at,
+        )
+        for charge in charges
+    ]
+
+
+def _rebuild(
+    invoice_ids: set[int], tenants: dict[int, Tenant], now: datetime
+) -> dict[int, Invoice]:
+    """Replace the drafts' lines and totals with what their usage and charges say; drafts left
+    with nothing on them are deleted. Returns the remaining drafts by pk. Locks held."""
+    drafts = {
+        invoice.pk: invoice
+        for invoice in Invoice.objects.filter(pk__in=invoice_ids, status=Invoice.Status.DRAFT)
+    }
+    if not drafts:
+        return {}
+    ids = sorted(drafts)
+    _drop_outage_hours(ids)
+    InvoiceLine.objects.filter(invoice_id__in=ids).delete()
+    currencies = {pk: invoice.currency for pk, invoice in drafts.items()}
+    lines = _usage_lines(ids, currencies) + _charge_lines(ids)
+    InvoiceLine.objects.bulk_create(lines, batch_size=2000)
+
+    by_invoice: dict[int, list[InvoiceLine]] = defaultdict(list)
+    for line in lines:
+        by_invoice[line.invoice_id].append(line)
+    empty = [pk for pk in ids if pk not in by_invoice]
+    if empty:
+        Invoice.objects.filter(pk__in=empty).delete()
+    for pk, invoice_lines in by_invoice.items():
+        invoice = drafts[pk]
+        rate = tenants[invoice.tenant_id].tax_rate_percent
+        subtotal = sum((line.gross_amount for line in invoice_lines), ZERO)
+        discount = sum((line.discount_amount for line in invoice_lines), ZERO)
+        # Tax once per invoice, on the sum of rounded lines, rounded by the one rule.
+        tax = round_money((subtotal - discount) * rate / HUNDRED, invoice.currency)
+        invoice.subtotal, invoice.discount_total = subtotal, discount
+        invoice.tax_rate_percent, invoice.tax_amount = rate, tax
+        invoice.total = subtotal - discount + tax
+        invoice.built_at = now
+    kept = {pk: drafts[pk] for pk in by_invoice}
+    bulk_set(
+        list(kept.values()),
+        ["subtotal", "discount_total", "tax_rate_percent", "tax_amount", "total", "built_at"],
+    )
+    return kept
+
+
+@transaction.atomic
+def invoices_draft_build(
+    *, tenant_currencies: Sequence[Account], now: datetime | None = None
+) -> int:
+    """Claim the accounts' unbilled usage and charges onto drafts and rebuild those drafts, in
+    one transaction under the tenants' locks. Idempotent; concurrent calls for the same tenant
+    queue on its lock. Returns how many drafts it rebuilt."""
+    now = now or utcnow()
+    tenants = locks.tenants_lock({tenant_id for tenant_id, _ in tenant_currencies})
+    drafts = _claim(tenants, set(tenant_currencies))
+    return len(_rebuild(drafts, tenants, now))
+
+
+def invoice_draft_build(*, tenant_id: int, currency: str, now: datetime | None = None) -> int:
+    """``invoices_draft_build`` for one tenant and currency."""
+    return invoices_draft_build(tenant_currencies=[(tenant_id, currency)], now=now)
+
+
+@dataclass
+class RunResult:
+    done: int = 0
+    failed: list[str] = field(default_factory=list)
+
+
+def _in_batches(
+    items: list, work: Callable[[list], int], what: str, progress: Progress
+) -> RunResult:
+    result = RunResult()
+    tick = progress(len(items))
+    for start in range(0, len(items), BATCH_SIZE):
+        batch = items[start : start + BATCH_SIZE]
+        try:
+            result.done += work(batch)
+        except (ApplicationError, DatabaseError):
+            # The batch rolled back whole: redo it one by one, so only the culprit fails.
+            for item in batch:
+                try:
+                    result.done += work([item])
+                except (ApplicationError, DatabaseError):
+                    logger.exception("Billing failed for %s %s", what, item)
+                    result.failed.append(f"{what} {item}")
+        tick(len(batch))
+    return result
+
+
+def invoices_draft(*, now: datetime | None = None, progress: Progress = _no_progress) -> RunResult:
+    """The draft run: every tenant with unbilled usage or charges gets its drafts built, in
+    batches of BATCH_SIZE tenants per transaction."""
+    now = now or utcnow()
+    return _in_batches(
+        selectors.unbilled_accounts(),
+        lambda batch: invoices_draft_build(tenant_currencies=batch, now=now),
+        "account",
+        progress,
+    )
+
+
+# --- finalization ------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def invoices_finalize(*, invoice_ids: Sequence[int], now: datetime | None = None) -> list[Invoice]:
+    """Issue drafts, all or nothing: pick up their tenants' late usage, rebuild, number them
+    (gapless, in period, tenant, currency order), charge the ledger -total (a positive balance
+    in the currency covers it up to the total: ``prepaid_applied``, and ``paid`` if it covers
+    all), and mark the reservations invoiced. Invoices already issued are skipped (idempotent);
+    drafts that turn out empty are dropped. Returns the invoices issued by this call.
+
+    Raises PeriodNotEnded if one of the drafts' months is not over."""
+    now = now or utcnow()
+    owners = Invoice.objects.filter(pk__in=invoice_ids).values_list("tenant_id", flat=True)
+    tenants = locks.tenants_lock(set(owners))
+    due = [invoice for invoice in locks.invoices_lock(invoice_ids) if not invoice.is_issued]
+    if not due:
+        return []
+    early = [invoice for invoice in due if now < invoice.period_end]
+    if early:
+        raise PeriodNotEnded(
+            f"The invoice covers {early[0].period_start:%B %Y}, which has not ended.",
+            extra={"period_end": early[0].period_end.isoformat()},
+        )
+    touched = _claim(tenants, {(invoice.tenant_id, invoice.currency) for invoice in due})
+    drafts = _rebuild(touched | {invoice.pk for invoice in due}, tenants, now)
+    issuing = sorted(
+        (drafts[invoice.pk] for invoice in due if invoice.pk in drafts),
+        key=lambda invoice: (invoice.period_start, invoice.tenant_id, invoice.currency, invoice.pk),
+    )
+    if not issuing:
+        return []
+
+    numbers = numbers_issue(series=INVOICE_SERIES, year=now.year, count=len(issuing))
+    balances = {
+        (tenant_id, currency): balance
+        for tenant_id, currency, balance in LedgerEntry.objects.filter(tenant_id__in=list(tenants))
+        .values("tenant_id", "currency")
+        .annotate(balance=Sum("amount"))
+        .values_list("tenant_id", "currency", "balance")
+    }
+    postings = []
+    for invoice, number in zip(issuing, numbers, strict=True):
+        account = (invoice.tenant_id, invoice.currency)
+        balance = balances.get(account, ZERO)
+        invoice.prepaid_applied = min(max(balance, ZERO), invoice.total)
+        balances[account] = balance - invoice.total
+        fully_prepaid = invoice.prepaid_applied == invoice.total
+        invoice.status = Invoice.Status.PAID if fully_prepaid else Invoice.Status.FINALIZED
+        invoice.number = number
+        invoice.finalized_at = now
+        invoice.paid_at = now if fully_prepaid else None
+        if invoice.total:
+            postings.append(
+                accounts.Posting(
+                    tenant_id=invoice.tenant_id,
+                    kind=LedgerEntry.Kind.INVOICE,
+                    amount=-invoice.total,
+                    currency=invoice.currency,
+                    reference=number,
+                    memo=f"Invoice {number} for {invoice.period_start:%B %Y}",
+                )
+            )
+    bulk_set(issuing, ["status", "number", "finalized_at", "paid_at", "prepaid_applied"])
+    accounts.ledger_post_many(postings=postings)
+    period_ends = {invoice.pk: invoice.period_end for invoice in issuing}
+    accounts.reservations_mark_invoiced(
+        invoiced=[
+            (row["reservation_id"], row["amount"], period_ends[row["invoice_id"]])
+            for row in InvoiceLine.objects.filter(invoice_id__in=list(period_ends))
+            .values("invoice_id", "reservation_id")
+            .annotate(amount=Sum("amount"))
+            .order_by()
+        ]
+    )
+    return issuing
+
+
+def invoice_finalize(*, invoice_id: int, now: datetime | None = None) -> Invoice | None:
+    """Issue one draft (see ``invoices_finalize``). Returns the invoice as it now is (also when
+    it was already issued), or None when the draft turned out empty and was dropped."""
+    issued = invoices_finalize(invoice_ids=[invoice_id], now=now)
+    return issued[0] if issued else Invoice.objects.filter(pk=invoice_id).first()
+
+
+def _finalize_in_batches(ids: list[int], now: datetime, progress: Progress) -> RunResult:
+    return _in_batches(
+        ids,
+        lambda batch: len(invoices_finalize(invoice_ids=batch, now=now)),
+        "invoice",
+        progress,
+    )
+
+
+def invoices_finalize_due(
+    *, now: datetime | None = None, progress: Progress = _no_progress
+) -> RunResult:
+    """The finalize run: issue every draft whose month ended more than BILLING_GRACE_DAYS ago,
+    in batches of BATCH_SIZE invoices per transaction."""
+    now = now or utcnow()
+    closed_before = now - timedelta(days=settings.BILLING_GRACE_DAYS)
+    ids = list(selectors.drafts_due(closed_before=closed_before).values_list("pk", flat=True))
+    return _finalize_in_batches(ids, now, progress)
+
+
+def invoices_finalize_month(
+    *, period_start: datetime, now: datetime | None = None, progress: Progress = _no_progress
+) -> RunResult:
+    """Issue the drafts of one month now, without waiting for the grace period (an operator's
+    decision). Raises PeriodNotEnded if the month is not over."""
+    now = now or utcnow()
+    period_start = month_start(period_start)
+    if now < next_month(period_start):
+        raise PeriodNotEnded(f"{period_start:%B %Y} has not ended yet.")
+    ids = list(
+        Invoice.objects.filter(period_start=period_start, status=Invoice.Status.DRAFT)
+        .order_by("tenant_id", "currency")
+        .values_list("pk", flat=True)
+    )
+    return _finalize_in_batches(ids, now, progress)
+
+
+# --- void --------------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def invoice_void(*, invoice_id: int, reason: str, now: datetime | None = None) -> Invoice:
+    """Cancel an issued invoice nobody has paid or credited yet: status ``void`` and the ledger
+    charge reversed (an ``adjustment`` of +total). Its usage stays on it and is not re-billed.
+    Voiding a void invoice returns it unchanged. Raises InvoiceNotFinalized otherwise."""
+    now = now or utcnow()
+    tenant_id = Invoice.objects.filter(pk=invoice_id).values_list("tenant_id", flat=True).get()
+    tenant = locks.tenant_lock(tenant_id)
+    invoice = locks.invoice_lock(invoice_id)
+    if invoice.status == Invoice.Status.VOID:
+        return invoice
+    settlement = selectors.invoice_settlement(invoice=invoice)
+    if invoice.status != Invoice.Status.FINALIZED or (
+        settlement.paid or settlement.credited or settlement.prepaid_applied
+    ):
+        raise InvoiceNotFinalized(
+            "Only a finalized invoice with no payment, prepaid credit or credit note can be "
+            "voided; issue a credit note instead.",
+            extra={"status": invoice.status},
+        )
+    invoice.status = Invoice.Status.VOID
+    invoice.voided_at = now
+    invoice.void_reason = reason[:500]
+    invoice.save(update_fields=["status", "voided_at", "void_reason"])
+    if invoice.total:
+        accounts.ledger_post(
+            tenant=tenant,
+            kind=LedgerEntry.Kind.ADJUSTMENT,
+            amount=invoice.total,
+            currency=invoice.currency,
+            reference=f"VOID {invoice.number}",
+            memo=f"Invoice {invoice.number} voided: {reason}"[:500],
+        )
+    return invoice

@@ -1,0 +1,43 @@
+"""Beat tasks: thin wrappers around the billing services. All three are idempotent (unique
+keys, compare-and-set on invoice status under a tenant lock), so ``acks_late`` is safe: a
+worker that dies mid-task has its message redelivered and the re-run finishes the job."""
+
+from datetime import UTC, datetime
+
+from celery import shared_task
+
+from billing.services.invoicing import invoices_draft, invoices_finalize_due
+from billing.services.metering import meter_usage
+
+
+def _moment(value: str | None) -> datetime | None:
+    """An ISO 8601 argument (UTC when it has no offset), or None for now."""
+    if not value:
+        return None
+    moment = datetime.fromisoformat(value)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@shared_task(acks_late=True)
+def meter_usage_task(until: str | None = None) -> dict[str, int | str]:
+    """Hourly: record the delivered hours up to now (back-fills anything missed)."""
+    result = meter_usage(until=_moment(until))
+    return {
+        "until": result.until.isoformat(),
+        "usage_created": result.usage_created,
+        "charges_created": result.charges_created,
+    }
+
+
+@shared_task(acks_late=True)
+def draft_invoices_task(now: str | None = None) -> dict[str, object]:
+    """Hourly: put new usage on draft invoices."""
+    result = invoices_draft(now=_moment(now))
+    return {"drafts_built": result.done, "failed": result.failed}
+
+
+@shared_task(acks_late=True)
+def finalize_invoices_task(now: str | None = None) -> dict[str, object]:
+    """Daily: issue the drafts whose month ended more than BILLING_GRACE_DAYS ago."""
+    result = invoices_finalize_due(now=_moment(now))
+    return {"finalized": result.done, "failed": result.failed}

@@ -1,0 +1,65 @@
+"""The booking credit check reads the ledger that billing writes: two bookings racing for the
+last credit cannot both pass (the booking service locks the tenant row)."""
+
+import threading
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from django.db import connection
+
+from marketplace import selectors as marketplace_selectors
+from marketplace.errors import CreditLimitExceeded
+from marketplace.models import Reservation
+from marketplace.services import accounts
+from marketplace.services import booking as booking_service
+from tests.factories import CapacityPoolFactory, TenantFactory
+
+NOW = datetime(2026, 12, 1, 8, 30, tzinfo=UTC)
+START = datetime(2026, 12, 7, 9, tzinfo=UTC)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_bookings_racing_for_the_last_credit_cannot_both_pass():
+    # given a tenant with 100.00 of credit limit and 92.00 of prepaid credit (192.00 in all),
+    # and two bookings of 8 GPUs x 4 h x 3.00 = 96.00... plus one more GPU-hour's worth
+    tenant = TenantFactory(credit_limit=Decimal("100.00"))
+    accounts.top_up_create(tenant=tenant, amount=Decimal("92.00"), reference="wire-1")
+    CapacityPoolFactory(slug="pool-a", gpus_per_node=8, node_count=8)
+    requests = [
+        booking_service.BookingRequest(
+            gpu_model="h100-sxm-80gb",
+            gpu_count=8,
+            start=START + timedelta(hours=i * 24),
+            end=START + timedelta(hours=i * 24 + 5),
+        )
+        for i in range(2)
+    ]  # 8 x 5 x 3.00 = 120.00 each: one fits in 192.00, two do not
+
+    barrier = threading.Barrier(2)
+    outcomes = []
+
+    def book(request) -> None:
+        try:
+            barrier.wait()
+            booking_service.reservation_create(
+                tenant=tenant, request=request, fingerprint=request.fingerprint(), now=NOW
+            )
+            outcomes.append("booked")
+        except CreditLimitExceeded:
+            outcomes.append("credit_limit_exceeded")
+        except Exception as exc:  # any other outcome fails the test
+            outcomes.append(repr(exc))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=book, args=(request,)) for request in requests]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    # then exactly one booked, and the account stays within its limit
+    assert sorted(outcomes) == ["booked", "credit_limit_exceeded"]
+    assert Reservation.objects.count() == 1
+    assert marketplace_selectors.credit_available(tenant=tenant) == Decimal("72.00")

@@ -1,0 +1,251 @@
+import threading
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.db import connection
+
+from billing.models import Charge, MeteringCursor, UsageRecord
+from billing.services.metering import _meter_portable, meter_usage
+from capacity.models import MaintenanceWindow
+from core.timeutils import HOUR
+from marketplace.models import Reservation
+from tests.billing.conftest import at, reserve
+
+
+def usage_rows() -> list[tuple]:
+    return list(
+        UsageRecord.objects.order_by("reservation_id", "hour").values_list(
+            "reservation_id", "hour", "gpus", "gpu_hours", "unit_price", "amount", "provider_cost"
+        )
+    )
+
+
+@pytest.mark.django_db
+def test_each_delivered_hour_becomes_one_usage_record(tenant, pool):
+    # given a reservation of 8 GPUs at 3.0000 from 10:00, for 6 hours
+    reservation = reserve(tenant=tenant, pool=pool, start=at(2, 10), hours=6)
+
+    # when metering runs at 14:30
+    result = meter_usage(until=at(2, 14) + timedelta(minutes=30))
+
+    # then the hours 10, 11, 12 and 13 are recorded (14:00 has not ended)
+    assert result.usage_created == 4
+    rows = usage_rows()
+    assert [row[1] for row in rows] == [at(2, h) for h in (10, 11, 12, 13)]
+    assert rows[0] == (
+        reservation.pk,
+        at(2, 10),
+        8,
+        Decimal("8.0000"),
+        Decimal("3.0000"),
+        Decimal("24.0000"),
+        Decimal("16.0000"),
+    )
+    assert set(UsageRecord.objects.values_list("tenant_id", "pool_id", "currency")) == {
+        (tenant.pk, pool.pk, "USD")
+    }
+
+
+@pytest.mark.django_db
+def test_metering_twice_changes_nothing(tenant, pool):
+    reserve(tenant=tenant, pool=pool, start=at(2, 10), hours=6)
+    meter_usage(until=at(3))
+    first = usage_rows()
+
+    result = meter_usage(until=at(3))
+
+    assert result.usage_created == 0
+    assert usage_rows() == first
+    assert len(first) == 6
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_metering_runs_at_once_write_the_same_rows_as_one(tenant, pool):
+    # given two reservations, metered once on their own as the reference
+    reserve(tenant=tenant, pool=pool, start=at(2, 0), hours=48)
+    reserve(tenant=tenant, pool=pool, start=at(3, 12), hours=30, gpus=16)
+    meter_usage(until=at(5))
+    expected = usage_rows()
+    UsageRecord.objects.all().delete()
+    MeteringCursor.objects.all().delete()
+
+    # when two threads, each on its own connection, meter the same span at the same moment
+    barrier = threading.Barrier(2)
+    errors = []
+
+    def run() -> None:
+        try:
+            barrier.wait()
+            meter_usage(until=at(5))
+        except Exception as exc:  # reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    # then neither failed and the rows are exactly those of a single run
+    assert errors == []
+    assert usage_rows() == expected
+    assert len(expected) == 48 + 30
+
+
+@pytest.mark.django_db
+def test_hours_of_an_outage_on_the_pool_are_not_billed(tenant, pool):
+    # given a 10-hour reservation and an outage on its pool from 12:00 to 14:30
+    reserve(tenant=tenant, pool=pool, start=at(2, 10), hours=10, gpus=8)
+    MaintenanceWindow.objects.create(
+        pool=pool,
+        kind=MaintenanceWindow.Kind.OUTAGE,
+        start=at(2, 12),
+        end=at(2, 14) + timedelta(minutes=30),
+        gpus=8,
+        reason="PDU failure",
+    )
+
+    meter_usage(until=at(3))
+
+    # then 12:00, 13:00 and the hour 14:00 (partly down) are not billed
+    hours = list(UsageRecord.objects.order_by("hour").values_list("hour", flat=True))
+    assert hours == [at(2, h) for h in (10, 11, 15, 16, 17, 18, 19)]
+
+
+@pytest.mark.django_db
+def test_planned_maintenance_and_other_pools_outages_cost_nothing(tenant, pool, backup_pool):
+    reserve(tenant=tenant, pool=pool, start=at(2, 10), hours=4)
+    MaintenanceWindow.objects.create(
+        pool=pool, kind=MaintenanceWindow.Kind.MAINTENANCE, start=at(2, 10), end=at(2, 12), gpus=8
+    )
+    MaintenanceWindow.objects.create(
+        pool=backup_pool, kind=MaintenanceWindow.Kind.OUTAGE, start=at(2), end=at(3), gpus=8
+    )
+
+    meter_usage(until=at(3))
+
+    assert UsageRecord.objects.count() == 4
+
+
+@pytest.mark.django_db
+def test_a_day_of_scheduler_downtime_is_back_filled(tenant, pool):
+    # given hourly metering that ran until 2 March 10:00 and then stopped for a day
+    reserve(tenant=tenant, pool=pool, start=at(2, 0), hours=72)
+    for hour in range(1, 11):
+        meter_usage(until=at(2, hour))
+    assert UsageRecord.objects.count() == 10
+
+    # when the scheduler comes back on 3 March at 10:05
+    result = meter_usage(until=at(3, 10) + timedelta(minutes=5))
+
+    # then every missed hour is there, once
+    assert result.usage_created == 24
+    hours = list(UsageRecord.objects.order_by("hour").values_list("hour", flat=True))
+    assert hours == [at(2) + i * HOUR for i in range(34)]
+
+
+@pytest.mark.django_db
+def test_a_quote_confirmed_just_after_a_run_still_gets_its_first_hour(tenant, pool):
+    # given a quote for 09:00 still held when the 10:05 run looked
+    quote = reserve(
+        tenant=tenant,
+        pool=pool,
+        start=at(2, 9),
+        hours=3,
+        status=Reservation.Status.HELD,
+        hold_expires_at=at(2, 10) + timedelta(minutes=10),
+    )
+    meter_usage(until=at(2, 10))
+    assert UsageRecord.objects.count() == 0
+
+    # when it is confirmed at 10:08 and the next run comes
+    Reservation.objects.filter(pk=quote.pk).update(
+        status=Reservation.Status.CONFIRMED, hold_expires_at=None
+    )
+    meter_usage(until=at(2, 11))
+
+    # then 09:00 is billed too (the run looks back BILLING_METERING_LOOKBACK_HOURS)
+    hours = list(UsageRecord.objects.order_by("hour").values_list("hour", flat=True))
+    assert hours == [at(2, 9), at(2, 10)]
+
+
+@pytest.mark.django_db
+def test_held_and_expired_reservations_are_not_metered(tenant, pool):
+    reserve(
+        tenant=tenant,
+        pool=pool,
+        start=at(2, 9),
+        hours=3,
+        status=Reservation.Status.HELD,
+        hold_expires_at=at(2, 9),
+    )
+    reserve(
+        tenant=tenant,
+        pool=pool,
+        start=at(2, 9),
+        hours=3,
+        status=Reservation.Status.EXPIRED,
+        capacity_until=at(2, 9),
+        charge=Decimal("0.00"),
+    )
+
+    meter_usage(until=at(3))
+
+    assert UsageRecord.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_a_cancelled_reservation_bills_its_delivered_hours_and_its_fee_once(tenant, pool):
+    # given a 10-hour reservation cancelled at 12:20 (hours up to 13:00 delivered, fee 30.00)
+    reservation = reserve(
+        tenant=tenant,
+        pool=pool,
+        start=at(2, 10),
+        hours=10,
+        status=Reservation.Status.CANCELLED,
+        capacity_until=at(2, 13),
+        cancellation_fee=Decimal("30.00"),
+        cancelled_at=at(2, 12) + timedelta(minutes=20),
+        charge=Decimal("102.00"),
+    )
+
+    meter_usage(until=at(3))
+    meter_usage(until=at(3, 1))
+
+    assert UsageRecord.objects.count() == 3
+    assert list(Charge.objects.values_list("reservation_id", "kind", "amount", "incurred_at")) == [
+        (reservation.pk, "cancellation_fee", Decimal("30.00"), at(2, 12) + timedelta(minutes=20))
+    ]
+
+
+@pytest.mark.django_db
+def test_the_portable_metering_path_writes_the_same_rows_as_the_postgresql_one(
+    tenant, pool, backup_pool
+):
+    # given reservations of every billed kind, and an outage
+    reserve(tenant=tenant, pool=pool, start=at(2, 10), hours=30)
+    reserve(tenant=tenant, pool=backup_pool, start=at(3, 5), hours=7, unit_price="2.1234")
+    reserve(
+        tenant=tenant,
+        pool=pool,
+        start=at(2, 20),
+        hours=10,
+        status=Reservation.Status.CANCELLED,
+        capacity_until=at(2, 23),
+    )
+    MaintenanceWindow.objects.create(
+        pool=pool, kind=MaintenanceWindow.Kind.OUTAGE, start=at(3, 1), end=at(3, 3), gpus=8
+    )
+    meter_usage(until=at(3, 12))
+    by_postgresql = usage_rows()
+    UsageRecord.objects.all().delete()
+
+    # when the same span is metered by the portable (SQLite) path, twice
+    assert _meter_portable(until=at(3, 12), low=None) == len(by_postgresql)
+    assert _meter_portable(until=at(3, 12), low=at(3)) == 0
+
+    # then the rows are identical
+    assert usage_rows() == by_postgresql

@@ -1,0 +1,81 @@
+from decimal import Decimal
+
+import pytest
+
+from billing.services.metering import meter_usage
+from billing.services.reports import backup_share_report, margin_report, utilisation_report
+from capacity.models import MaintenanceWindow
+from marketplace.models import Reservation
+from tests.billing.conftest import APRIL, MARCH, at, reserve
+from tests.factories import CapacityPoolFactory
+
+
+@pytest.fixture
+def march_usage(tenant, pool, backup_pool):
+    # primary: 8 GPUs x 10 h at 3.00 (cost 2.00); backup: 8 GPUs x 5 h at 2.00 (cost 1.50);
+    # and a cancellation fee of 12.00 on the primary pool
+    reserve(tenant=tenant, pool=pool, start=at(2), hours=10)
+    reserve(tenant=tenant, pool=backup_pool, start=at(2), hours=5, unit_price="2.0000")
+    reserve(
+        tenant=tenant,
+        pool=pool,
+        start=at(20),
+        hours=4,
+        status=Reservation.Status.CANCELLED,
+        capacity_until=at(20),
+        cancellation_fee=Decimal("12.00"),
+        cancelled_at=at(19, 12),
+        charge=Decimal("12.00"),
+    )
+    meter_usage(until=APRIL)
+
+
+@pytest.mark.django_db
+def test_margin_per_provider_pool_and_month(march_usage, pool, backup_pool):
+    report = margin_report(start=MARCH, end=APRIL)
+
+    rows = {row[2]: dict(zip(report.columns, row, strict=True)) for row in report.rows}
+    assert rows["aws-h100"] == {
+        "month": "2026-03",
+        "provider": pool.region.provider.name,
+        "pool": "aws-h100",
+        "tier": "primary",
+        "currency": "USD",
+        "gpu_hours": Decimal("80"),
+        "usage_revenue": Decimal("240.00"),
+        "cancellation_fees": Decimal("12.00"),
+        "revenue": Decimal("252.00"),
+        "provider_cost": Decimal("160.00"),
+        "gross_margin": Decimal("92.00"),
+        "margin_percent": Decimal("36.51"),
+    }
+    assert rows["azure-h100-backup"]["revenue"] == Decimal("80.00")
+    assert rows["azure-h100-backup"]["gross_margin"] == Decimal("20.00")
+    assert report.to_csv().splitlines()[0] == ",".join(report.columns)
+
+
+@pytest.mark.django_db
+def test_utilisation_is_sold_over_available_gpu_hours(march_usage, pool, backup_pool):
+    # given 8 of the pool's GPUs out for 31 hours of planned maintenance
+    MaintenanceWindow.objects.create(pool=pool, start=at(10), end=at(11, 7), gpus=8)
+    idle = CapacityPoolFactory(slug="idle", available_from=at(16), node_count=1)
+
+    report = utilisation_report(start=MARCH, end=APRIL)
+
+    rows = {row[2]: dict(zip(report.columns, row, strict=True)) for row in report.rows}
+    # March has 744 hours; 32 GPUs -> 23808 GPU-hours, minus 8 x 31 = 248
+    assert rows["aws-h100"]["available_gpu_hours"] == Decimal("23560")
+    assert rows["aws-h100"]["sold_gpu_hours"] == Decimal("80")
+    assert rows["aws-h100"]["utilisation_percent"] == Decimal("0.34")
+    # a pool whose contract starts on 16 March: 16 days x 24 h x 8 GPUs
+    assert rows[idle.slug]["available_gpu_hours"] == Decimal("3072")
+    assert rows[idle.slug]["utilisation_percent"] == Decimal("0.00")
+
+
+@pytest.mark.django_db
+def test_share_of_revenue_from_backup_capacity(march_usage):
+    report = backup_share_report(start=MARCH, end=APRIL)
+
+    assert report.rows == [
+        ["2026-03", "USD", Decimal("320.00"), Decimal("80.00"), Decimal("25.00")]
+    ]
