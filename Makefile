@@ -36,6 +36,7 @@ services:
 bench: $(STAMP)
 	./scripts/ensure-services.sh
 	$(BIN)/python bench/booking.py
+	$(BIN)/python bench/billing.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache
