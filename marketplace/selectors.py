@@ -23,15 +23,6 @@ class PoolFilter:
 
 
 @dataclass(frozen=True)
-class Offer:
-    pool: CapacityPool
-    available_gpus: int
-    unit_price: Decimal
-    total_price: Decimal
-    currency: str
-
-
-@dataclass(frozen=True)
 class Window:
     pool: CapacityPool
     start: datetime
@@ -57,7 +48,7 @@ def candidate_pools(criteria: PoolFilter) -> QuerySet[CapacityPool]:
     return pools
 
 
-def _offer_order(offer: Offer | Window) -> tuple:
+def _offer_order(offer: Window) -> tuple:
     # Cheapest first; at equal price primary capacity before backup; then the slug for a
     # stable order.
     return (offer.unit_price, offer.pool.tier != CapacityPool.Tier.PRIMARY, offer.pool.slug)
@@ -71,7 +62,7 @@ def availability_search(
     start: datetime,
     end: datetime,
     max_unit_price: Decimal | None = None,
-) -> list[Offer]:
+) -> list[Window]:
     """Every active pool that can take ``gpu_count`` GPUs for the whole of [start, end),
     cheapest first (primary before backup at equal price)."""
     start, end = start.astimezone(UTC), end.astimezone(UTC)  # elapsed hours, not wall clock
@@ -89,7 +80,9 @@ def availability_search(
         if max_unit_price is not None and unit > max_unit_price:
             continue
         offers.append(
-            Offer(
+            Window(
+                start=start,
+                end=end,
                 pool=pool,
                 available_gpus=available,
                 unit_price=unit,

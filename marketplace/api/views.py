@@ -214,19 +214,7 @@ class AvailabilityApi(APIView):
             end=data["end"],
             max_unit_price=data.get("max_unit_price"),
         )
-        windows = [
-            selectors.Window(
-                pool=offer.pool,
-                start=data["start"],
-                end=data["end"],
-                available_gpus=offer.available_gpus,
-                unit_price=offer.unit_price,
-                total_price=offer.total_price,
-                currency=offer.currency,
-            )
-            for offer in offers
-        ]
-        return Response(self.OutputSerializer(windows, many=True).data)
+        return Response(self.OutputSerializer(offers, many=True).data)
 
 
 class EarliestWindowsApi(APIView):
