@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format install services migrate bench clean
+.PHONY: run test lint format install services migrate bench mutation clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,5 +38,11 @@ bench: $(STAMP)
 	$(BIN)/python bench/booking.py
 	$(BIN)/python bench/billing.py
 
+# Mutation testing of the critical modules (docs/TESTING.md); about an hour on 2 cores.
+mutation: $(STAMP)
+	$(BIN)/pip install --quiet -e ".[dev,mutation]"
+	./scripts/ensure-services.sh
+	./scripts/mutation.sh
+
 clean:
-	rm -rf $(VENV) var .pytest_cache
+	rm -rf $(VENV) var .pytest_cache mutants

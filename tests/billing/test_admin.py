@@ -1,44 +1,288 @@
 from decimal import Decimal
 
 import pytest
+import time_machine
 from django.urls import reverse
 
-from billing.models import CreditNote, Invoice, Payment
+from billing.models import CreditNote, Invoice, Payment, UsageRecord
+from billing.services.credit_notes import credit_note_create
 from billing.services.invoicing import invoices_draft, invoices_finalize_due
 from billing.services.metering import meter_usage
+from billing.services.payments import invoice_payment_record
 from marketplace import selectors as marketplace_selectors
 from marketplace.models import LedgerEntry
+from tests.admin_helpers import form_values, headings, rows, titled_tables
 from tests.billing.conftest import at, reserve
 
 AFTER_GRACE = at(3, 1, month=4)
+PAID_AT = at(5, 9, month=4)
+# How the admin shows those instants (UTC).
+FINALIZED_SHOWN = "April 3, 2026, 1 a.m."
+PAID_SHOWN = "April 5, 2026, 9 a.m."
 
 
 @pytest.fixture
 def finalized(tenant, pool) -> Invoice:
-    reserve(tenant=tenant, pool=pool, start=at(2, 10), hours=10)
-    meter_usage(until=AFTER_GRACE)
-    invoices_draft(now=AFTER_GRACE)
-    invoices_finalize_due(now=AFTER_GRACE)
+    """March's invoice of Acme AI: 8 GPUs for 10 hours at 3.00 = 240.00, finalized on 3 April."""
+    with time_machine.travel(AFTER_GRACE, tick=False):
+        reserve(tenant=tenant, pool=pool, start=at(2, 10), hours=10)
+        meter_usage(until=AFTER_GRACE)
+        invoices_draft(now=AFTER_GRACE)
+        invoices_finalize_due(now=AFTER_GRACE)
     return Invoice.objects.get()
 
 
+@pytest.fixture
+def settled(finalized) -> Invoice:
+    """The invoice with 100.00 paid and 10.00 credited on 5 April: 130.00 still due."""
+    with time_machine.travel(PAID_AT, tick=False):
+        invoice_payment_record(
+            invoice_id=finalized.pk, amount=Decimal("100.00"), reference="w-1", recorded_by="ops"
+        )
+        credit_note_create(
+            invoice_id=finalized.pk,
+            amount=Decimal("10.00"),
+            reason="goodwill",
+            memo="slow start",
+            issued_by="ops",
+        )
+    return finalized
+
+
+def page(admin_client, name: str, *args):
+    return admin_client.get(reverse(f"admin:{name}", args=args))
+
+
 @pytest.mark.django_db
-def test_billing_admin_pages_render(admin_client, finalized):
-    for name in (
-        "billing_invoice_changelist",
-        "billing_usagerecord_changelist",
-        "billing_charge_changelist",
-        "billing_payment_changelist",
-        "billing_creditnote_changelist",
-        "billing_tenantaccount_changelist",
-        "billing_payment_add",
-        "billing_creditnote_add",
-    ):
-        assert admin_client.get(reverse(f"admin:{name}")).status_code == 200, name
-    account = admin_client.get(
-        reverse("admin:billing_tenantaccount_change", args=[finalized.tenant_id])
+def test_the_billing_lists_show_each_document_with_its_figures(admin_client, settled):
+    invoice = str(settled)  # "INV-2026-000001 (<tenant id>)"
+    reservation = str(settled.lines.get().reservation)
+
+    assert rows(page(admin_client, "billing_invoice_changelist")) == [
+        {
+            "__str__": invoice,
+            "tenant": "Acme AI",
+            "period_start": "March 1, 2026, midnight",
+            "currency": "USD",
+            "status": "Finalized",
+            "total": "240.00",
+            "amount_due": "130.00",  # 240.00 - 100.00 paid - 10.00 credited
+            "finalized_at": FINALIZED_SHOWN,
+        }
+    ]
+    usage = rows(page(admin_client, "billing_usagerecord_changelist"))
+    assert [row.pop("hour") for row in usage] == [
+        "March 2, 2026, 10 a.m.",
+        "March 2, 2026, 11 a.m.",
+        "March 2, 2026, noon",
+        *(f"March 2, 2026, {hour} p.m." for hour in range(1, 8)),
+    ]
+    assert (
+        usage
+        == [
+            {
+                "reservation": reservation,
+                "tenant": "Acme AI",
+                "pool": "aws-h100",
+                "gpus": "8",
+                "unit_price": "3.0000",
+                "amount": "24.0000",  # 8 GPUs x 3.00
+                "provider_cost": "16.0000",  # 8 GPUs x 2.00
+                "currency": "USD",
+                "invoice": invoice,
+            }
+        ]
+        * 10
     )
-    assert b"INV-2026-000001" in account.content  # the ledger inline
+    assert rows(page(admin_client, "billing_payment_changelist")) == [
+        {
+            "received_at": PAID_SHOWN,
+            "invoice": invoice,
+            "tenant": "Acme AI",
+            "amount": "100.00",
+            "currency": "USD",
+            "reference": "w-1",
+        }
+    ]
+    assert rows(page(admin_client, "billing_creditnote_changelist")) == [
+        {
+            "number": "CN-2026-000001",
+            "issued_at": PAID_SHOWN,
+            "invoice": invoice,
+            "tenant": "Acme AI",
+            "reason": "Goodwill",
+            "amount": "10.00",
+            "currency": "USD",
+        }
+    ]
+    assert rows(page(admin_client, "billing_tenantaccount_changelist")) == [
+        {
+            "name": "Acme AI",
+            "currency": "USD",
+            "credit_limit": "1000000.00",
+            "ledger_balance": "-130.00",  # -240.00 invoiced + 100.00 paid + 10.00 credited
+            "uninvoiced": "0.00",
+            "credit_available": "999870.00",
+        }
+    ]
+    charges = page(admin_client, "billing_charge_changelist")
+    assert headings(charges)["h1"] == "Select charge to view"
+    assert "0 charges" in charges.content.decode()
+
+
+@pytest.mark.django_db
+def test_the_invoice_page_shows_its_amounts_lines_credit_notes_and_payments(admin_client, settled):
+    response = page(admin_client, "billing_invoice_change", settled.pk)
+
+    assert headings(response)["h1"] == "View invoice"
+    assert headings(response)["h2"] == str(settled)
+    values = form_values(response)
+    assert values.pop("created_at")  # when the first billing run drafted it
+    assert values == {
+        "number": "INV-2026-000001",
+        "tenant": "Acme AI",
+        "currency": "USD",
+        "status": "Finalized",
+        "period_start": "March 1, 2026, midnight",
+        "period_end": "April 1, 2026, midnight",
+        "subtotal": "240.00",
+        "discount_total": "0.00",
+        "tax_rate_percent": "0.00",
+        "tax_amount": "0.00",
+        "total": "240.00",
+        "prepaid_applied": "0.00",
+        "amount_paid": "100.00",
+        "amount_credited": "10.00",
+        "amount_due": "130.00",
+        "built_at": FINALIZED_SHOWN,
+        "finalized_at": FINALIZED_SHOWN,
+        "paid_at": "-",
+        "voided_at": "-",
+        "void_reason": "-",
+    }
+    assert rows(response, within="lines-group") == [
+        {
+            "kind": "GPU usage",
+            "description": (
+                "8 x H100-SXM-80GB on aws-h100, 2026-03-02 10:00 to 2026-03-02 20:00 UTC"
+            ),
+            "hours": "10",
+            "gpu_hours": "80.0000",
+            "list_unit_price": "3.0000",
+            "unit_price": "3.0000",
+            "gross_amount": "240.00",
+            "discount_amount": "0.00",
+            "amount": "240.00",
+        }
+    ]
+    assert rows(response, within="credit_notes-group") == [
+        {
+            "number": "CN-2026-000001",
+            "issued_at": PAID_SHOWN,
+            "reason": "Goodwill",
+            "amount": "10.00",
+            "memo": "slow start",
+            "issued_by": "ops",
+        }
+    ]
+    assert rows(response, within="payments-group") == [
+        {"received_at": PAID_SHOWN, "reference": "w-1", "amount": "100.00", "recorded_by": "ops"}
+    ]
+
+
+@pytest.mark.django_db
+def test_the_document_pages_show_their_fields(admin_client, settled):
+    invoice = str(settled)
+    note, payment = CreditNote.objects.get(), Payment.objects.get()
+    usage = UsageRecord.objects.order_by("hour").first()
+
+    note_page = page(admin_client, "billing_creditnote_change", note.pk)
+    payment_page = page(admin_client, "billing_payment_change", payment.pk)
+    usage_page = page(admin_client, "billing_usagerecord_change", usage.pk)
+
+    assert headings(note_page)["h2"] == "CN-2026-000001"
+    assert form_values(note_page) == {
+        "invoice": invoice,
+        "amount": "10.00",
+        "reason": "Goodwill",
+        "memo": "slow start",
+        "number": "CN-2026-000001",
+        "tenant": "Acme AI",
+        "currency": "USD",
+        "issued_at": PAID_SHOWN,
+        "issued_by": "ops",
+    }
+    assert headings(payment_page)["h2"] == "100.00 USD (w-1)"
+    assert form_values(payment_page) == {
+        "invoice": invoice,
+        "amount": "100.00",
+        "reference": "w-1",
+        "received_at": PAID_SHOWN,
+    }
+    assert form_values(usage_page) == {
+        "reservation": str(usage.reservation),
+        "tenant": "Acme AI",
+        "pool": "aws-h100",
+        "hour": "March 2, 2026, 10 a.m.",
+        "gpus": "8",
+        "gpu_hours": "8.0000",
+        "unit_price": "3.0000",
+        "amount": "24.0000",
+        "cost_per_gpu_hour": "2.0000",
+        "provider_cost": "16.0000",
+        "currency": "USD",
+        "invoice": invoice,
+    }
+
+
+@pytest.mark.django_db
+def test_the_tenant_account_page_shows_the_balance_and_the_ledger(admin_client, settled):
+    response = page(admin_client, "billing_tenantaccount_change", settled.tenant_id)
+
+    assert headings(response)["h2"] == "Acme AI"
+    assert form_values(response) == {
+        "name": "Acme AI",
+        "currency": "USD",
+        "credit_limit": "1000000.00",
+        "ledger_balance": "-130.00",
+        "uninvoiced": "0.00",
+    }
+    assert [
+        (row["kind"], row["amount"], row["reference"], row["memo"])
+        for row in rows(response, within="ledger_entries-group")
+    ] == [  # newest first
+        (
+            "Credit note",
+            "10.00",
+            "CN-2026-000001",
+            "Credit note CN-2026-000001 on INV-2026-000001: slow start",
+        ),
+        ("Payment", "100.00", "w-1", "Payment for INV-2026-000001"),
+        ("Invoice charge", "-240.00", "INV-2026-000001", "Invoice INV-2026-000001 for March 2026"),
+    ]
+
+
+@pytest.mark.django_db
+def test_the_add_forms_for_payments_and_credit_notes(admin_client, finalized):
+    with time_machine.travel(PAID_AT, tick=False):
+        payment = page(admin_client, "billing_payment_add")
+    credit_note = page(admin_client, "billing_creditnote_add")
+
+    assert headings(payment)["h1"] == "Add payment"
+    assert form_values(payment) == {  # received now, by default
+        "invoice": "",
+        "amount": "",
+        "reference": "",
+        "received_at_0": "2026-04-05",
+        "received_at_1": "09:00:00",
+    }
+    assert headings(credit_note)["h1"] == "Add credit note"
+    assert form_values(credit_note) == {
+        "invoice": "",
+        "amount": "",
+        "reason": "---------",
+        "memo": "",
+    }
 
 
 @pytest.mark.django_db
@@ -94,22 +338,71 @@ def test_an_operator_tops_up_a_tenant_with_the_admin_action(admin_client, tenant
 
 
 @pytest.mark.django_db
-def test_the_reports_page_and_its_csv_downloads(admin_client, finalized):
-    page = admin_client.get(
+def test_the_reports_page_and_its_csv_downloads(admin_client, finalized, pool):
+    provider = pool.region.provider.name
+    report_page = admin_client.get(
         reverse("admin:billing_revenuereport_changelist") + "?from=2026-03&to=2026-04"
     )
     csv = admin_client.get(
         reverse("admin:billing_revenuereport_csv", args=["margin"]) + "?from=2026-03&to=2026-03"
     )
 
-    assert page.status_code == 200
-    assert b"Download CSV" in page.content
-    assert b"aws-h100" in page.content
+    assert headings(report_page)["h1"] == "Revenue & utilisation"
+    # 80 GPU-hours sold at 3.00 and bought at 2.00; the 32-GPU pool had 744 h in March, 720 in April
+    assert titled_tables(report_page) == {
+        "Revenue, provider cost and gross margin per provider, pool and month": [
+            {
+                "month": "2026-03",
+                "provider": provider,
+                "pool": "aws-h100",
+                "tier": "primary",
+                "currency": "USD",
+                "gpu_hours": "80",
+                "usage_revenue": "240.00",
+                "cancellation_fees": "0.00",
+                "revenue": "240.00",
+                "provider_cost": "160.00",
+                "gross_margin": "80.00",
+                "margin_percent": "33.33",
+            }
+        ],
+        "Utilisation per pool and month (sold GPU-hours / available GPU-hours)": [
+            {
+                "month": month,
+                "provider": provider,
+                "pool": "aws-h100",
+                "gpu_model": "H100-SXM-80GB",
+                "tier": "primary",
+                "sold_gpu_hours": sold,
+                "available_gpu_hours": available,
+                "utilisation_percent": percent,
+            }
+            for month, sold, available, percent in [
+                ("2026-03", "80", "23808", "0.34"),
+                ("2026-04", "0", "23040", "0.00"),
+            ]
+        ],
+        "Share of revenue from backup capacity": [
+            {
+                "month": "2026-03",
+                "currency": "USD",
+                "revenue": "240.00",
+                "backup_revenue": "0.00",
+                "backup_share_percent": "0.00",
+            }
+        ],
+    }
+    for report in ("margin", "utilisation", "backup-share"):
+        link = reverse("admin:billing_revenuereport_csv", args=[report])
+        assert f'href="{link}?from=2026-03&amp;to=2026-04"' in report_page.content.decode()
     assert csv.status_code == 200
     assert csv["Content-Type"].startswith("text/csv")
-    lines = csv.content.decode().splitlines()
-    assert lines[0].startswith("month,provider,pool,tier,currency")
-    assert lines[1].endswith(",80,240.00,0.00,240.00,160.00,80.00,33.33")
+    assert csv["Content-Disposition"] == 'attachment; filename="margin-2026-03-2026-03.csv"'
+    assert csv.content.decode().splitlines() == [
+        "month,provider,pool,tier,currency,gpu_hours,usage_revenue,cancellation_fees,revenue,"
+        "provider_cost,gross_margin,margin_percent",
+        f"2026-03,{provider},aws-h100,primary,USD,80,240.00,0.00,240.00,160.00,80.00,33.33",
+    ]
     missing = reverse("admin:billing_revenuereport_csv", args=["nope"])
     assert admin_client.get(missing).status_code == 404
 

@@ -17,10 +17,14 @@ AFTER_GRACE = at(3, 1, month=4)
 @pytest.fixture
 def billed(tenant, other_tenant, pool):
     """Acme: 240.00 in March (finalized, 40.00 credited), 48.00 so far in April (draft).
-    Globex: a March invoice of its own."""
+    Globex, busy in the same pool and hours: a March invoice of its own (including the hours
+    of 10-11 March that Acme's usage tests read), a top-up, and an April draft."""
     mine = reserve(tenant=tenant, pool=pool, start=at(2, 10), hours=10)
     reserve(tenant=tenant, pool=pool, start=at(3, 0, month=4), hours=2)
     reserve(tenant=other_tenant, pool=pool, start=at(2, 10), hours=1)
+    reserve(tenant=other_tenant, pool=pool, start=at(10, 18), hours=10, gpus=16)
+    reserve(tenant=other_tenant, pool=pool, start=at(3, 0, month=4), hours=3)
+    accounts.top_up_create(tenant=other_tenant, amount=Decimal("70.00"), reference="wire-g")
     meter_usage(until=AFTER_GRACE + timedelta(hours=1))
     invoices_draft(now=AFTER_GRACE)
     invoices_finalize_due(now=AFTER_GRACE)
@@ -106,7 +110,12 @@ def test_another_tenants_invoice_is_not_found(other_tenant, billed):
     assert response.status_code == 404
     assert response.json()["code"] == "not_found"
     assert client.get("/api/v1/invoices/999999/").status_code == 404
-    assert client.get("/api/v1/invoices/").json()["count"] == 1
+    # Globex sees its own March invoice and April draft, none of Acme's
+    own = client.get("/api/v1/invoices/").json()["results"]
+    assert [(row["period_start"], row["total"]) for row in own] == [
+        ("2026-04-01T00:00:00Z", "48.00"),  # 2 of its 3 hours metered so far
+        ("2026-03-01T00:00:00Z", "504.00"),
+    ]
 
 
 @pytest.mark.django_db

@@ -7,9 +7,11 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
+import redis
 import time_machine
 from celery.backends.redis import RedisBackend
-from celery.contrib.testing.worker import start_worker
+from celery.contrib.testing.worker import TestWorkController, start_worker
+from celery.exceptions import TimeoutError as ResultTimeout
 from celery.result import AsyncResult
 from celery.signals import task_postrun
 from django.conf import settings
@@ -26,6 +28,14 @@ from tests.factories import CapacityPoolFactory, TenantFactory
 pytestmark = pytest.mark.django_db(transaction=True)
 
 REDIS = "redis://127.0.0.1:6379/15"
+TIMEOUT = 60  # seconds for the worker to start and for each task to finish
+
+
+class BoundedStartWorker(TestWorkController):
+    """The test worker, failing the test instead of waiting forever if it never comes up."""
+
+    def ensure_started(self) -> None:
+        assert self._on_started.wait(timeout=TIMEOUT), f"the worker did not start in {TIMEOUT} s"
 
 
 def _close_db_connection(**kwargs) -> None:
@@ -37,6 +47,9 @@ def _close_db_connection(**kwargs) -> None:
 def redis_worker():
     """A worker thread consuming a queue of its own on Redis db 15, storing results there."""
     assert settings.CELERY_BROKER_URL.startswith("redis://")
+    # Fail fast when Redis is down: the broker connection below would retry forever.
+    for url in (settings.CELERY_BROKER_URL, REDIS):
+        redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5).ping()
     queue = f"billing-e2e-{uuid.uuid4().hex[:8]}"
     saved = {key: app.conf[key] for key in ("result_backend", "task_default_queue")}
     app.conf.update(result_backend=REDIS, task_default_queue=queue)
@@ -44,12 +57,20 @@ def redis_worker():
     task_postrun.connect(_close_db_connection)
     try:
         with start_worker(
-            app, pool="solo", perform_ping_check=False, queues=[queue], shutdown_timeout=30
+            app,
+            pool="solo",
+            perform_ping_check=False,
+            queues=[queue],
+            shutdown_timeout=30,
+            WorkController=BoundedStartWorker,
         ):
 
             def run(task, **kwargs):
                 sent = task.apply_async(kwargs=kwargs, queue=queue, ignore_result=False)
-                return AsyncResult(sent.id, backend=backend, app=app).get(timeout=60)
+                try:
+                    return AsyncResult(sent.id, backend=backend, app=app).get(timeout=TIMEOUT)
+                except ResultTimeout:
+                    pytest.fail(f"{task.name} got no result from the worker in {TIMEOUT} s")
 
             yield run
     finally:

@@ -1,18 +1,18 @@
 """The booking credit check reads the ledger that billing writes: two bookings racing for the
 last credit cannot both pass (the booking service locks the tenant row)."""
 
-import threading
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import partial
 
 import pytest
-from django.db import connection
 
 from marketplace import selectors as marketplace_selectors
 from marketplace.errors import CreditLimitExceeded
 from marketplace.models import Reservation
 from marketplace.services import accounts
 from marketplace.services import booking as booking_service
+from tests.db_helpers import run_concurrently
 from tests.factories import CapacityPoolFactory, TenantFactory
 
 NOW = datetime(2026, 12, 1, 8, 30, tzinfo=UTC)
@@ -36,28 +36,16 @@ def test_two_bookings_racing_for_the_last_credit_cannot_both_pass():
         for i in range(2)
     ]  # 8 x 5 x 3.00 = 120.00 each: one fits in 192.00, two do not
 
-    barrier = threading.Barrier(2)
-    outcomes = []
-
-    def book(request) -> None:
+    def book(request) -> str:
         try:
-            barrier.wait()
             booking_service.reservation_create(
                 tenant=tenant, request=request, fingerprint=request.fingerprint(), now=NOW
             )
-            outcomes.append("booked")
         except CreditLimitExceeded:
-            outcomes.append("credit_limit_exceeded")
-        except Exception as exc:  # any other outcome fails the test
-            outcomes.append(repr(exc))
-        finally:
-            connection.close()
+            return "credit_limit_exceeded"
+        return "booked"  # any other exception fails the test with its traceback
 
-    threads = [threading.Thread(target=book, args=(request,)) for request in requests]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    outcomes = run_concurrently(*(partial(book, request) for request in requests))
 
     # then exactly one booked, and the account stays within its limit
     assert sorted(outcomes) == ["booked", "credit_limit_exceeded"]

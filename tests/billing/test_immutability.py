@@ -1,10 +1,12 @@
 """A finalized invoice never changes: not through the ORM, not through a queryset update or raw
 SQL (PostgreSQL triggers), not through the API, not through the admin."""
 
+import re
 from decimal import Decimal
 
 import pytest
-from django.db import IntegrityError, connection, transaction
+from django.db import connection
+from django.db.models import ProtectedError
 from django.urls import reverse
 
 from billing.errors import DocumentImmutable
@@ -22,6 +24,7 @@ from billing.services.metering import meter_usage
 from billing.services.payments import invoice_payment_record
 from marketplace.models import LedgerEntry
 from tests.billing.conftest import at, reserve, tenant_client
+from tests.db_helpers import raises_restrict_violation
 
 AFTER_GRACE = at(3, 1, month=4)
 
@@ -37,9 +40,13 @@ def finalized(tenant, pool) -> Invoice:
     return invoice
 
 
-def refused_by_database(statement) -> None:
-    with pytest.raises(IntegrityError), transaction.atomic():
-        statement()
+# What the triggers of billing/migrations/0002 and marketplace/migrations/0003 say.
+INVOICE_ISSUED = "invoice INV-2026-000001 is issued: only finalized -> paid or void may change it"
+
+
+def raw_sql(statement: str, params: list | None = None) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(statement, params)
 
 
 @pytest.mark.django_db
@@ -63,15 +70,25 @@ def test_the_orm_refuses_to_save_or_delete_a_finalized_invoice(finalized):
 @pytest.mark.django_db
 def test_the_database_refuses_updates_that_bypass_the_orm(finalized):
     invoices = Invoice.objects.filter(pk=finalized.pk)
-    refused_by_database(lambda: invoices.update(total=Decimal("1.00"), subtotal=Decimal("1.00")))
-    refused_by_database(lambda: invoices.update(number="INV-2026-999999"))
-    refused_by_database(lambda: invoices.update(status="draft", number=None))
-    refused_by_database(lambda: invoices.delete())
+    with raises_restrict_violation(INVOICE_ISSUED):
+        invoices.update(total=Decimal("1.00"), subtotal=Decimal("1.00"))
+    with raises_restrict_violation(INVOICE_ISSUED):
+        invoices.update(number="INV-2026-999999")
+    with raises_restrict_violation(INVOICE_ISSUED):
+        invoices.update(status="draft", number=None)
+    with raises_restrict_violation("invoice INV-2026-000001 is issued and cannot be deleted"):
+        raw_sql("DELETE FROM billing_invoice WHERE id = %s", [finalized.pk])
+    with pytest.raises(ProtectedError):  # the ORM stops first: lines and usage point at it
+        invoices.delete()
+
     lines = InvoiceLine.objects.filter(invoice=finalized)
-    refused_by_database(lambda: lines.update(amount=Decimal("1.00")))
-    refused_by_database(lambda: lines.delete())
-    refused_by_database(
-        lambda: InvoiceLine.objects.bulk_create(
+    lines_frozen = f"lines of issued invoice {finalized.pk} cannot change"
+    with raises_restrict_violation(lines_frozen):
+        lines.update(amount=Decimal("1.00"))
+    with raises_restrict_violation(lines_frozen):
+        lines.delete()
+    with raises_restrict_violation(f"issued invoice {finalized.pk} cannot take lines"):
+        InvoiceLine.objects.bulk_create(
             [
                 InvoiceLine(
                     invoice=finalized,
@@ -83,23 +100,26 @@ def test_the_database_refuses_updates_that_bypass_the_orm(finalized):
                 )
             ]
         )
-    )
-    refused_by_database(lambda: UsageRecord.objects.update(amount=Decimal(0)))
-    refused_by_database(lambda: UsageRecord.objects.all().delete())
 
-    def raw_sql() -> None:
-        with connection.cursor() as cursor:
-            cursor.execute("UPDATE billing_invoice SET total = 0, subtotal = 0")
+    usage_billed = re.compile(rf"billing_usagerecord row \d+ is on issued invoice {finalized.pk}")
+    with raises_restrict_violation(usage_billed):
+        UsageRecord.objects.update(amount=Decimal(0))
+    with raises_restrict_violation(usage_billed):
+        UsageRecord.objects.all().delete()
 
-    refused_by_database(raw_sql)
+    with raises_restrict_violation(INVOICE_ISSUED):
+        raw_sql("UPDATE billing_invoice SET total = 0, subtotal = 0")
+
     finalized.refresh_from_db()
     assert (finalized.total, finalized.number) == (Decimal("240.00"), "INV-2026-000001")
+    assert (InvoiceLine.objects.count(), UsageRecord.objects.count()) == (1, 10)
 
 
 @pytest.mark.django_db
 def test_only_the_move_to_paid_or_void_is_allowed_on_a_finalized_invoice(finalized):
     Invoice.objects.filter(pk=finalized.pk).update(status="paid", paid_at=AFTER_GRACE)
-    refused_by_database(lambda: Invoice.objects.filter(pk=finalized.pk).update(status="void"))
+    with raises_restrict_violation(INVOICE_ISSUED):
+        Invoice.objects.filter(pk=finalized.pk).update(status="void")
     assert Invoice.objects.get().status == "paid"
 
 
@@ -108,14 +128,22 @@ def test_the_ledger_credit_notes_payments_and_counters_are_append_only(finalized
     invoice_payment_record(invoice_id=finalized.pk, amount=Decimal("100.00"), reference="w-1")
     credit_note_create(invoice_id=finalized.pk, amount=Decimal("10.00"), reason="goodwill")
 
-    refused_by_database(lambda: LedgerEntry.objects.update(amount=Decimal("5.00")))
-    refused_by_database(lambda: LedgerEntry.objects.all().delete())
-    refused_by_database(lambda: CreditNote.objects.update(amount=Decimal("5.00")))
-    refused_by_database(lambda: Payment.objects.all().delete())
-    refused_by_database(lambda: DocumentSequence.objects.update(last_number=0))
+    ledger_append_only = "ledger entries are append-only; post a correcting entry"
+    with raises_restrict_violation(ledger_append_only):
+        LedgerEntry.objects.update(amount=Decimal("5.00"))
+    with raises_restrict_violation(ledger_append_only):
+        LedgerEntry.objects.all().delete()
+    with raises_restrict_violation("billing_creditnote is append-only"):
+        CreditNote.objects.update(amount=Decimal("5.00"))
+    with raises_restrict_violation("billing_payment is append-only"):
+        Payment.objects.all().delete()
+    with raises_restrict_violation("document numbers only move up"):
+        DocumentSequence.objects.update(last_number=0)
     with pytest.raises(DocumentImmutable):
         CreditNote.objects.get().save()
     assert LedgerEntry.objects.count() == 3
+    assert list(CreditNote.objects.values_list("amount", flat=True)) == [Decimal("10.00")]
+    assert list(Payment.objects.values_list("amount", flat=True)) == [Decimal("100.00")]
 
 
 @pytest.mark.django_db

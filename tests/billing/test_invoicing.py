@@ -1,9 +1,7 @@
-import threading
 from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-from django.db import connection
 
 from billing.errors import PeriodNotEnded
 from billing.models import DocumentSequence, Invoice, InvoiceLine, UsageRecord
@@ -22,6 +20,7 @@ from marketplace import selectors as marketplace_selectors
 from marketplace.models import LedgerEntry, Reservation
 from marketplace.services import accounts
 from tests.billing.conftest import APRIL, MARCH, MAY, at, reserve
+from tests.db_helpers import run_concurrently
 from tests.factories import CapacityPoolFactory, TenantFactory
 
 AFTER_GRACE = at(3, 1, month=4)  # 3 April 01:00: March's 2-day grace period is over
@@ -113,27 +112,13 @@ def test_two_concurrent_invoicing_runs_for_one_tenant_make_one_invoice(tenant, p
     meter_usage(until=AFTER_GRACE)
 
     # when two workers draft and finalize the tenant at the same moment
-    barrier = threading.Barrier(2)
-    errors = []
+    def draft_and_finalize() -> None:
+        invoice_draft_build(tenant_id=tenant.pk, currency="USD", now=AFTER_GRACE)
+        invoices_finalize_due(now=AFTER_GRACE)
 
-    def run() -> None:
-        try:
-            barrier.wait()
-            invoice_draft_build(tenant_id=tenant.pk, currency="USD", now=AFTER_GRACE)
-            invoices_finalize_due(now=AFTER_GRACE)
-        except Exception as exc:  # reported below
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_concurrently(draft_and_finalize, draft_and_finalize)  # fails on any error or a hang
 
     # then one invoice, one number, one ledger charge
-    assert errors == []
     invoice = Invoice.objects.get()
     assert (invoice.number, invoice.status, invoice.total) == (
         "INV-2026-000001",

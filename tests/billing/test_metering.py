@@ -1,9 +1,7 @@
-import threading
 from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-from django.db import connection
 
 from billing.models import Charge, MeteringCursor, UsageRecord
 from billing.services.metering import _meter_portable, meter_usage
@@ -11,6 +9,7 @@ from capacity.models import MaintenanceWindow
 from core.timeutils import HOUR
 from marketplace.models import Reservation
 from tests.billing.conftest import at, reserve
+from tests.db_helpers import run_concurrently
 
 
 def usage_rows() -> list[tuple]:
@@ -71,26 +70,12 @@ def test_two_metering_runs_at_once_write_the_same_rows_as_one(tenant, pool):
     MeteringCursor.objects.all().delete()
 
     # when two threads, each on its own connection, meter the same span at the same moment
-    barrier = threading.Barrier(2)
-    errors = []
+    def meter() -> None:
+        meter_usage(until=at(5))
 
-    def run() -> None:
-        try:
-            barrier.wait()
-            meter_usage(until=at(5))
-        except Exception as exc:  # reported below
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_concurrently(meter, meter)  # fails on any error or a hang
 
     # then neither failed and the rows are exactly those of a single run
-    assert errors == []
     assert usage_rows() == expected
     assert len(expected) == 48 + 30
 

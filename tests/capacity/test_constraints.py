@@ -4,10 +4,10 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
-from django.db import IntegrityError, transaction
 from django.db.models import F
 
 from capacity.models import CapacityPool, MaintenanceWindow, PoolHour, Region
+from tests.db_helpers import raises_constraint
 from tests.factories import CapacityPoolFactory, ProviderFactory, RegionFactory
 
 pytestmark = pytest.mark.django_db
@@ -15,36 +15,32 @@ pytestmark = pytest.mark.django_db
 START = datetime(2026, 6, 1, tzinfo=UTC)
 
 
-def _rejected(**changes) -> bool:
-    pool = CapacityPoolFactory()
-    try:
-        with transaction.atomic():
-            CapacityPool.objects.filter(pk=pool.pk).update(**changes)
-    except IntegrityError:
-        return True
-    return False
-
-
 @pytest.mark.parametrize(
-    "changes",
+    ("changes", "constraint"),
     [
-        {"gpus_per_node": 0},
-        {"node_count": 0},
-        {"reserved_gpus": 33},  # 8 x 4 = 32 GPUs in the pool
-        {"available_until": datetime(2025, 1, 1, tzinfo=UTC)},
-        {"cost_per_gpu_hour": Decimal("-0.01")},
-        {"price_per_gpu_hour": Decimal("-1")},
-        {"tier": "gold"},
-        {"status": "paused"},
+        ({"gpus_per_node": 0}, "pool_gpus_per_node_positive"),
+        ({"node_count": 0}, "pool_node_count_positive"),
+        ({"reserved_gpus": 33}, "pool_reserved_within_total"),  # 8 x 4 = 32 GPUs in the pool
+        ({"available_until": datetime(2025, 1, 1, tzinfo=UTC)}, "pool_window_ordered"),
+        ({"cost_per_gpu_hour": Decimal("-0.01")}, "pool_cost_nonnegative"),
+        ({"price_per_gpu_hour": Decimal("-1")}, "pool_price_nonnegative"),
+        ({"tier": "gold"}, "pool_tier_valid"),
+        ({"status": "paused"}, "pool_status_valid"),
     ],
-    ids=lambda c: next(iter(c)),
+    ids=lambda value: next(iter(value)) if isinstance(value, dict) else value,
 )
-def test_the_database_rejects_an_invalid_pool(changes):
-    assert _rejected(**changes)
+def test_the_database_rejects_an_invalid_pool(changes, constraint):
+    pool = CapacityPoolFactory()
+    with raises_constraint(constraint):
+        CapacityPool.objects.filter(pk=pool.pk).update(**changes)
+    assert not CapacityPool.objects.filter(pk=pool.pk, **changes).exists()
 
 
 def test_a_valid_pool_change_is_accepted():
-    assert not _rejected(reserved_gpus=32, node_count=5)
+    pool = CapacityPoolFactory()
+    CapacityPool.objects.filter(pk=pool.pk).update(reserved_gpus=32, node_count=5)
+    pool.refresh_from_db()
+    assert (pool.reserved_gpus, pool.node_count, pool.total_gpus) == (32, 5, 40)
 
 
 def test_total_gpus_is_derived_by_the_database():
@@ -56,40 +52,44 @@ def test_total_gpus_is_derived_by_the_database():
 
 def test_pool_slugs_are_unique():
     CapacityPoolFactory(slug="same")
-    with pytest.raises(IntegrityError):
+    with raises_constraint("capacity_capacitypool_slug_key"):  # PostgreSQL's name for unique=True
         CapacityPoolFactory(slug="same")
+    assert CapacityPool.objects.filter(slug="same").count() == 1
 
 
 def test_region_codes_are_unique_per_provider_only():
     aws, gcp = ProviderFactory(slug="aws"), ProviderFactory(slug="gcp")
     RegionFactory(provider=aws, code="us-east-1")
     RegionFactory(provider=gcp, code="us-east-1")
-    with pytest.raises(IntegrityError):
+    with raises_constraint("region_unique_code"):
         RegionFactory(provider=aws, code="us-east-1")
+    assert Region.objects.filter(code="us-east-1").count() == 2
 
 
 def test_region_country_must_be_iso_alpha2_upper_case():
-    with pytest.raises(IntegrityError), transaction.atomic():
+    with raises_constraint("region_country_iso2"):
         RegionFactory(country="us")
     assert not Region.objects.filter(country="us").exists()
 
 
 def test_maintenance_window_must_be_ordered_and_take_gpus():
     pool = CapacityPoolFactory()
-    with pytest.raises(IntegrityError), transaction.atomic():
+    with raises_constraint("maint_window_ordered"):
         MaintenanceWindow.objects.create(pool=pool, start=START, end=START, gpus=8)
-    with pytest.raises(IntegrityError), transaction.atomic():
+    with raises_constraint("maint_gpus_positive"):
         MaintenanceWindow.objects.create(
             pool=pool, start=START, end=datetime(2026, 6, 2, tzinfo=UTC), gpus=0
         )
+    assert not MaintenanceWindow.objects.exists()
 
 
 def test_the_ledger_refuses_an_overbooked_hour():
     pool = CapacityPoolFactory()
     row = PoolHour.objects.create(pool=pool, hour=START, capacity=32, booked=32)
-    with pytest.raises(IntegrityError), transaction.atomic():
+    with raises_constraint("poolhour_never_overbooked"):
         PoolHour.objects.filter(pk=row.pk).update(booked=F("booked") + 1)
-    with pytest.raises(IntegrityError), transaction.atomic():
+    with raises_constraint("poolhour_booked_nonnegative"):
         PoolHour.objects.filter(pk=row.pk).update(booked=-1)
-    with pytest.raises(IntegrityError), transaction.atomic():
+    with raises_constraint("poolhour_unique_hour"):
         PoolHour.objects.create(pool=pool, hour=START, capacity=32)
+    assert list(PoolHour.objects.values_list("capacity", "booked")) == [(32, 32)]

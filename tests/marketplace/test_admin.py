@@ -21,6 +21,7 @@ from marketplace.models import (
 )
 from marketplace.services import booking as svc
 from marketplace.services.tenants import api_key_create
+from tests.admin_helpers import form_values, headings, options, rows
 from tests.marketplace.api_helpers import tenant_client
 from tests.marketplace.conftest import booking
 
@@ -66,43 +67,196 @@ def messages_of(response) -> list[str]:
     return [str(message) for message in response.context["messages"]]
 
 
+BOOKED_AT = "Dec. 1, 2026, 8:30 a.m."  # NOW, when every object of one_of_each was made
+
+
+def pages(model: str, objects: dict) -> tuple[list[dict[str, str]], dict[str, str]]:
+    """What the changelist (its rows) and the change or view page (its fields) of ``model``
+    show for ``one_of_each``: a tenant with a 100.00 top-up, one API key and a confirmed
+    reservation of 8 GPUs for 4 hours at 3.00 (96.00), plus the default policies."""
+    tenant, reservation = objects["tenant"], objects["reservation"]
+    ledger = {
+        "tenant": tenant.name,
+        "kind": "Prepaid top-up",
+        "amount": "100.00",
+        "currency": "USD",
+        "reference": "T-1",
+        "memo": "-",
+    }
+    key = {
+        "prefix": objects["apikey"].prefix,
+        "name": "default",
+        "tenant": tenant.name,
+        "created_at": BOOKED_AT,
+        "last_used_at": "-",
+        "revoked_at": "-",
+    }
+    window = {"start": "Dec. 7, 2026, 9 a.m.", "end": "Dec. 7, 2026, 1 p.m."}
+    money = {"unit_price": "3.0000", "total_price": "96.00", "charge": "96.00"}
+    quotas = {"max_gpus": "100000", "max_reservation_hours": "2160", "discount_percent": "0.00"}
+    # 1,000,000.00 limit + 100.00 prepaid - 96.00 booked
+    credit = {"currency": "USD", "credit_limit": "1000000.00", "credit_available": "1000004.00"}
+    return {
+        "tenant": (
+            [{"name": tenant.name, "slug": tenant.slug, "status": "Active", **credit, **quotas}],
+            {
+                "name": tenant.name,
+                "slug": tenant.slug,
+                "status": "Active",
+                "members": "",
+                **credit,
+                **quotas,
+                "tax_rate_percent": "0.00",
+                "webhook_url": "",
+                "created_at": BOOKED_AT,
+                "updated_at": BOOKED_AT,
+            },
+        ),
+        "apikey": ([key], key),
+        "reservation": (
+            [
+                {
+                    "id": str(reservation.pk),
+                    "tenant": tenant.name,
+                    "pool": "pool-a",
+                    "status": "Confirmed",
+                    "gpu_count": "8",
+                    **window,
+                    **money,
+                    "currency": "USD",
+                    "created_at": BOOKED_AT,
+                }
+            ],
+            {
+                "tenant": tenant.name,
+                "pool": "pool-a",
+                "gpu_count": "8",
+                **window,
+                "capacity_until": window["end"],
+                "status": "Confirmed",
+                "currency": "USD",
+                "list_price_per_gpu_hour": "3.0000",
+                **money,
+                "invoiced_amount": "0.00",
+                "cancellation_fee": "0.00",
+                "hold_expires_at": "-",
+                "confirmed_at": BOOKED_AT,
+                "cancelled_at": "-",
+                "cancelled_by": "-",
+                "cancellation_reason": "-",
+            },
+        ),
+        "commitmentdiscount": (
+            [{"min_hours": "168", "percent": "10.00"}, {"min_hours": "720", "percent": "20.00"}],
+            {"min_hours": "168", "percent": "10.00"},
+        ),
+        "cancellationrule": (
+            [
+                {"min_notice_hours": "24", "fee_percent": "0.00"},
+                {"min_notice_hours": "0", "fee_percent": "50.00"},
+            ],
+            {"min_notice_hours": "24", "fee_percent": "0.00"},
+        ),
+        "ledgerentry": ([{"created_at": BOOKED_AT, **ledger}], ledger),
+        "idempotencyrecord": (
+            [
+                {
+                    "created_at": BOOKED_AT,
+                    "tenant": tenant.name,
+                    "scope": "reservation.create",
+                    "key": "k-1",
+                    "status_code": "201",
+                    "reservation": str(reservation),
+                }
+            ],
+            {
+                "tenant": tenant.name,
+                "scope": "reservation.create",
+                "key": "k-1",
+                "fingerprint": booking(gpus=8).fingerprint(),
+                "reservation": str(reservation),
+                "status_code": "201",
+            },
+        ),
+    }[model]
+
+
 @pytest.mark.parametrize(
-    "model",
+    ("model", "verb"),
     [
-        "tenant",
-        "apikey",
-        "reservation",
-        "commitmentdiscount",
-        "cancellationrule",
-        "ledgerentry",
-        "idempotencyrecord",
+        ("tenant", "change"),
+        ("apikey", "view"),
+        ("reservation", "view"),
+        ("commitmentdiscount", "change"),
+        ("cancellationrule", "change"),
+        ("ledgerentry", "view"),
+        ("idempotencyrecord", "view"),
     ],
 )
-def test_every_marketplace_admin_page_renders(admin, one_of_each, model):
+def test_every_marketplace_admin_page_shows_its_objects(admin, one_of_each, model, verb):
     obj = one_of_each[model]
+    name = obj._meta.verbose_name
+    shown_in_list, shown_on_page = pages(model, one_of_each)
+
     changelist = admin.get(f"/admin/marketplace/{model}/")
     change = admin.get(f"/admin/marketplace/{model}/{obj.pk}/change/")
-    assert changelist.status_code == 200
-    assert change.status_code == 200
+
+    assert headings(changelist)["h1"] == f"Select {name} to {verb}"
+    assert rows(changelist) == shown_in_list
+    assert headings(change) == {
+        "title": f"{obj} | {verb.capitalize()} {name} | GPU Marketplace",
+        "h1": f"{verb.capitalize()} {name}",
+        "h2": str(obj),
+    }
+    assert form_values(change) == shown_on_page
 
 
 @pytest.mark.parametrize(
-    "model", ["tenant", "commitmentdiscount", "cancellationrule", "ledgerentry"]
+    ("model", "fields"),
+    [
+        (
+            "tenant",
+            {
+                "name": "",
+                "slug": "",
+                "status": "Active",
+                "members": "",
+                "currency": "USD",
+                "credit_limit": "0.00",
+                "credit_available": "-",
+                "discount_percent": "0.00",
+                "tax_rate_percent": "0.00",
+                "max_gpus": "1024",
+                "max_reservation_hours": "2160",
+                "webhook_url": "",
+                "created_at": "-",
+                "updated_at": "-",
+            },
+        ),
+        ("commitmentdiscount", {"min_hours": "", "percent": ""}),
+        ("cancellationrule", {"min_notice_hours": "", "fee_percent": ""}),
+        (
+            "ledgerentry",
+            {"tenant": "---------", "kind": "", "amount": "", "reference": "", "memo": ""},
+        ),
+    ],
 )
-def test_the_editable_models_have_an_add_form(admin, model):
-    assert admin.get(f"/admin/marketplace/{model}/add/").status_code == 200
+def test_the_editable_models_have_an_add_form(admin, model, fields):
+    response = admin.get(f"/admin/marketplace/{model}/add/")
+    assert headings(response)["h1"] == f"Add {response.context['opts'].verbose_name}"
+    assert form_values(response) == fields
 
 
-@pytest.mark.parametrize("model", ["apikey", "reservation", "idempotencyrecord"])
-def test_the_read_only_models_cannot_be_added(admin, model):
-    assert admin.get(f"/admin/marketplace/{model}/add/").status_code == 403
+def test_an_operator_may_only_post_top_ups_and_adjustments(admin):
+    response = admin.get("/admin/marketplace/ledgerentry/add/")
+    assert options(response, "kind") == ["Prepaid top-up", "Adjustment"]
 
 
 def test_the_tenant_list_shows_credit_available(admin, one_of_each):
     # given a credit limit of 1,000,000, a top-up of 100 and a booking of 96
     response = admin.get("/admin/marketplace/tenant/")
     # then the list shows 1,000,004 available
-    assert "1000004.00" in response.content.decode()
+    assert [row["credit_available"] for row in rows(response)] == ["1000004.00"]
 
 
 def test_an_api_key_page_never_shows_the_digest(admin, one_of_each):

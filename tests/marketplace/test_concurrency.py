@@ -5,14 +5,12 @@ equals what the reservations imply, and every request ended in a booking or a cl
 ``insufficient_capacity`` — never a deadlock, a serialization failure or any other error."""
 
 import random
-import threading
-import traceback
 from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from functools import partial
 
 import pytest
-from django.db import connection
 from django.db.models import IntegerField, OuterRef, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 
@@ -23,6 +21,7 @@ from capacity.services import maintenance_window_create, maintenance_window_dele
 from core.timeutils import HOUR, hours_between
 from marketplace.models import Reservation, Tenant
 from marketplace.services import booking as svc
+from tests.db_helpers import run_concurrently
 from tests.factories import CapacityPoolFactory, TenantFactory
 from tests.marketplace.conftest import MONDAY_9, NOW, booking
 
@@ -96,30 +95,9 @@ def ledger_violations() -> list[str]:
 def race(clients: int, work: Callable[[int], list[str]]) -> list[list[str]]:
     """Run ``work(i)`` in ``clients`` threads, each on its own connection, released together by
     a barrier. Returns each client's list of outcomes; fails the test with the traceback of
-    any exception a client did not turn into an expected outcome."""
-    barrier = threading.Barrier(clients)
-    outcomes: list[list[str]] = [[] for _ in range(clients)]
-    failures: list[str] = []
-
-    def client(i: int) -> None:
-        try:
-            connection.ensure_connection()  # connect first so the barrier starts real work
-            barrier.wait(timeout=60)
-            outcomes[i] = work(i)
-        except BaseException:
-            failures.append(f"client {i}:\n{traceback.format_exc()}")
-            barrier.abort()
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    assert not [thread for thread in threads if thread.is_alive()], "a client hung"
-    assert failures == [], "\n".join(failures)
-    return outcomes
+    any exception a client did not turn into an expected outcome, and within 120 s, naming the
+    clients still running, if any hangs."""
+    return run_concurrently(*(partial(work, i) for i in range(clients)), timeout=120)
 
 
 def tally(outcomes: list[list[str]]) -> Counter:

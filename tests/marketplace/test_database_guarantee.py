@@ -5,11 +5,12 @@ insert), and the rows are left exactly as they were."""
 from datetime import timedelta
 
 import pytest
-from django.db import IntegrityError, connection, transaction
+from django.db import connection
 from django.db.models import F
 
 from capacity.models import PoolHour
 from marketplace.services import booking as svc
+from tests.db_helpers import raises_constraint
 from tests.marketplace.conftest import MONDAY_9, NOW, booking
 from tests.marketplace.test_concurrency import ledger_violations
 
@@ -29,26 +30,17 @@ def ledger_rows(pool) -> list[tuple[int, int]]:
     return list(PoolHour.objects.filter(pool=pool).values_list("booked", "capacity"))
 
 
-def violated_constraint(error: pytest.ExceptionInfo) -> str:
-    return error.value.__cause__.diag.constraint_name
-
-
 def test_raw_sql_adding_gpus_past_capacity_is_refused_by_the_database(booked_24_of_32):
     # given 24 of 32 GPUs booked in every hour
 
     # when SQL adds 16 more GPUs to every hour, bypassing the service
-    with (
-        pytest.raises(IntegrityError) as error,
-        transaction.atomic(),
-        connection.cursor() as cursor,
-    ):
+    with raises_constraint("poolhour_never_overbooked"), connection.cursor() as cursor:
         cursor.execute(
             "UPDATE capacity_poolhour SET booked = booked + %s WHERE pool_id = %s",
             [16, booked_24_of_32.pk],
         )
 
     # then PostgreSQL refuses it by the overbooking constraint and nothing changed
-    assert violated_constraint(error) == "poolhour_never_overbooked"
     assert ledger_rows(booked_24_of_32) == [(24, 32)] * 4
     assert ledger_violations() == []
 
@@ -60,11 +52,10 @@ def test_one_overbooked_hour_fails_the_whole_statement(booked_24_of_32):
     )
 
     # when one statement adds 10 GPUs to all five hours (the fifth alone would fit)
-    with pytest.raises(IntegrityError) as error, transaction.atomic():
+    with raises_constraint("poolhour_never_overbooked"):
         PoolHour.objects.filter(pool=booked_24_of_32).update(booked=F("booked") + 10)
 
     # then none of the five rows changed
-    assert violated_constraint(error) == "poolhour_never_overbooked"
     assert ledger_rows(booked_24_of_32) == [(24, 32)] * 4 + [(0, 32)]
 
 
@@ -72,11 +63,10 @@ def test_an_orm_update_with_f_past_capacity_is_refused_by_the_database(booked_24
     # given 24 of 32 GPUs booked in every hour
 
     # when the ORM adds 9 GPUs to the first hour only
-    with pytest.raises(IntegrityError) as error, transaction.atomic():
+    with raises_constraint("poolhour_never_overbooked"):
         PoolHour.objects.filter(pool=booked_24_of_32, hour=MONDAY_9).update(booked=F("booked") + 9)
 
     # then the database refuses it; exactly filling the hour is still allowed
-    assert violated_constraint(error) == "poolhour_never_overbooked"
     assert ledger_rows(booked_24_of_32) == [(24, 32)] * 4
     PoolHour.objects.filter(pool=booked_24_of_32, hour=MONDAY_9).update(booked=F("booked") + 8)
     assert ledger_rows(booked_24_of_32)[0] == (32, 32)
@@ -86,11 +76,10 @@ def test_lowering_capacity_below_booked_is_refused_by_the_database(booked_24_of_
     # given 24 of 32 GPUs booked in every hour
 
     # when a write takes capacity down to 16, as a careless maintenance job might
-    with pytest.raises(IntegrityError) as error, transaction.atomic():
+    with raises_constraint("poolhour_never_overbooked"):
         PoolHour.objects.filter(pool=booked_24_of_32).update(capacity=16)
 
     # then the database refuses it and the capacity is still 32
-    assert violated_constraint(error) == "poolhour_never_overbooked"
     assert ledger_rows(booked_24_of_32) == [(24, 32)] * 4
 
 
@@ -99,11 +88,10 @@ def test_inserting_an_overbooked_ledger_row_is_refused_by_the_database(pool):
     hour = MONDAY_9 + timedelta(days=1)
 
     # when a row is inserted with 33 of 32 GPUs booked
-    with pytest.raises(IntegrityError) as error, transaction.atomic():
+    with raises_constraint("poolhour_never_overbooked"):
         PoolHour.objects.create(pool=pool, hour=hour, capacity=32, booked=33)
 
     # then the database refuses it and no row exists
-    assert violated_constraint(error) == "poolhour_never_overbooked"
     assert not PoolHour.objects.filter(pool=pool, hour=hour).exists()
 
 
@@ -111,11 +99,10 @@ def test_releasing_more_gpus_than_booked_is_refused_by_the_database(booked_24_of
     # given 24 of 32 GPUs booked in every hour
 
     # when a write gives back 25 GPUs
-    with pytest.raises(IntegrityError) as error, transaction.atomic():
+    with raises_constraint("poolhour_booked_nonnegative"):
         PoolHour.objects.filter(pool=booked_24_of_32).update(booked=F("booked") - 25)
 
     # then the database refuses a negative booking and nothing changed
-    assert violated_constraint(error) == "poolhour_booked_nonnegative"
     assert ledger_rows(booked_24_of_32) == [(24, 32)] * 4
 
 
@@ -123,9 +110,8 @@ def test_a_second_ledger_row_for_the_same_hour_is_refused_by_the_database(booked
     # given the ledger row of Monday 09:00 (24 of 32 booked)
 
     # when another row for the same pool and hour is inserted (which would split the count)
-    with pytest.raises(IntegrityError) as error, transaction.atomic():
+    with raises_constraint("poolhour_unique_hour"):
         PoolHour.objects.create(pool=booked_24_of_32, hour=MONDAY_9, capacity=32, booked=32)
 
     # then the unique constraint refuses it
-    assert violated_constraint(error) == "poolhour_unique_hour"
     assert ledger_rows(booked_24_of_32) == [(24, 32)] * 4

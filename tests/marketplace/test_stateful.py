@@ -275,9 +275,10 @@ def test_any_sequence_of_operations_keeps_the_ledger_equal_to_the_reservations()
     # when Hypothesis runs them (shrinking any failure to a minimal sequence)
     run_state_machine_as_test(
         BookingMachine,
+        # How many examples and steps, and whether they are derandomized, come from the
+        # Hypothesis profile loaded in tests/conftest.py (``ci``: 40 examples of 20 steps).
         settings=settings(
-            max_examples=40,
-            stateful_step_count=20,
+            settings.default,
             deadline=None,
             suppress_health_check=[HealthCheck.too_slow],
         ),
