@@ -37,6 +37,7 @@ bench: $(STAMP)
 	./scripts/ensure-services.sh
 	$(BIN)/python bench/booking.py
 	$(BIN)/python bench/billing.py
+	$(BIN)/python bench/events.py
 
 # Mutation testing of the critical modules (docs/TESTING.md); about an hour on 2 cores.
 mutation: $(STAMP)

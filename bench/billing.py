@@ -92,9 +92,10 @@ def generate(tenants: int, hours: int) -> None:
             """
             INSERT INTO marketplace_tenant
                 (name, slug, status, currency, credit_limit, max_gpus, max_reservation_hours,
-                 discount_percent, tax_rate_percent, webhook_url, created_at, updated_at)
+                 discount_percent, tax_rate_percent, ending_soon_lead, low_balance_alerted,
+                 created_at, updated_at)
             SELECT 'Bench tenant ' || i, 'bench-' || i, 'active', 'USD', 1000000, 1024, 2160,
-                   0, (i %% 3) * 5, '', now(), now()
+                   0, (i %% 3) * 5, interval '1 hour', false, now(), now()
             FROM generate_series(1, %s) AS i
             """,
             [tenants],

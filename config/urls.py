@@ -16,4 +16,5 @@ urlpatterns = [
     path("api/v1/", include("capacity.api.urls")),
     path("api/v1/", include("marketplace.api.urls")),
     path("api/v1/", include("billing.api.urls")),
+    path("api/v1/", include("events.api.urls")),
 ]

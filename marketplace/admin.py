@@ -71,11 +71,11 @@ class TenantAdmin(admin.ModelAdmin):
     prepopulated_fields = {"slug": ["name"]}
     filter_horizontal = ["members"]
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
-    readonly_fields = ["credit_available", "created_at", "updated_at"]
+    readonly_fields = ["credit_available", "low_balance_alerted", "created_at", "updated_at"]
     inlines = [ApiKeyInline]
     actions = ["suspend", "reactivate", "create_api_key"]
     fieldsets = [
-        (None, {"fields": ["name", "slug", "status", "members", "webhook_url"]}),
+        (None, {"fields": ["name", "slug", "status", "members"]}),
         (
             "Money",
             {
@@ -89,6 +89,10 @@ class TenantAdmin(admin.ModelAdmin):
             },
         ),
         ("Quotas", {"fields": ["max_gpus", "max_reservation_hours"]}),
+        (
+            "Notifications",
+            {"fields": ["ending_soon_lead", "low_balance_threshold", "low_balance_alerted"]},
+        ),
         ("Record", {"fields": ["created_at", "updated_at"]}),
     ]
 

@@ -1,6 +1,7 @@
 """The demand side: tenants and their keys, the money they may commit, and reservations."""
 
 import uuid
+from datetime import timedelta
 from decimal import Decimal
 
 from django.conf import settings
@@ -46,7 +47,21 @@ class Tenant(models.Model):
         default=Decimal("0.00"),
         validators=[MinValueValidator(0), MaxValueValidator(100)],
     )
-    webhook_url = models.URLField(blank=True)
+    ending_soon_lead = models.DurationField(
+        default=timedelta(hours=1),
+        help_text="How long before a reservation ends the tenant is sent reservation.ending_soon.",
+    )
+    low_balance_threshold = models.DecimalField(
+        max_digits=14,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        help_text="balance.low is sent when available credit falls below this; empty: never.",
+    )
+    low_balance_alerted = models.BooleanField(
+        default=False,
+        help_text="balance.low was sent and credit has not recovered above the threshold since.",
+    )
     members = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="tenants")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -67,6 +82,14 @@ class Tenant(models.Model):
             ),
             models.CheckConstraint(
                 condition=Q(status__in=["active", "suspended"]), name="tenant_status_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(ending_soon_lead__gte=timedelta(0)),
+                name="tenant_ending_soon_lead_nonnegative",
+            ),
+            models.CheckConstraint(
+                condition=Q(low_balance_threshold__isnull=True) | Q(low_balance_threshold__gte=0),
+                name="tenant_low_balance_threshold_nonnegative",
             ),
         ]
 
@@ -194,6 +217,9 @@ class Reservation(models.Model):
     cancelled_at = models.DateTimeField(null=True, blank=True)
     cancelled_by = models.CharField(max_length=200, blank=True)
     cancellation_reason = models.CharField(max_length=500, blank=True)
+    ending_soon_notified_at = models.DateTimeField(
+        null=True, blank=True, help_text="When reservation.ending_soon was sent."
+    )
 
     class Meta:
         ordering = ["-created_at"]

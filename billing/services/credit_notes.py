@@ -5,7 +5,7 @@ from decimal import Decimal
 
 from django.db import transaction
 
-from billing import locks, selectors
+from billing import events, locks, selectors
 from billing.errors import CreditExceedsInvoice, InvalidAmount, InvoiceNotFinalized
 from billing.models import CreditNote, Invoice
 from billing.services.numbering import CREDIT_NOTE_SERIES, number_issue
@@ -77,8 +77,10 @@ def credit_note_create(
         reference=number,
         memo=f"Credit note {number} on {invoice.number}: {memo}"[:500],
     )
+    events.credit_note_issued(note, now=now)
     if invoice.status == Invoice.Status.FINALIZED and settlement.due - amount <= 0:
         invoice.status = Invoice.Status.PAID
         invoice.paid_at = now
         invoice.save(update_fields=["status", "paid_at"])
+        events.invoices_event("invoice.paid", [invoice.pk], now=now)
     return note

@@ -42,7 +42,7 @@ from django.db import DatabaseError, connection, transaction
 from django.db.models import Count, Exists, Max, Min, OuterRef, Sum
 from django.db.models.functions import TruncMonth
 
-from billing import locks, selectors
+from billing import events, locks, selectors
 from billing.db import bulk_set
 from billing.errors import InvoiceNotFinalized, PeriodNotEnded
 from billing.models import Charge, Invoice, InvoiceLine, UsageRecord
@@ -474,6 +474,12 @@ def invoices_finalize(*, invoice_ids: Sequence[int], now: datetime | None = None
             .annotate(amount=Sum("amount"))
             .order_by()
         ]
+    )
+    events.invoices_event("invoice.finalized", [invoice.pk for invoice in issuing], now=now)
+    events.invoices_event(
+        "invoice.paid",
+        [invoice.pk for invoice in issuing if invoice.status == Invoice.Status.PAID],
+        now=now,
     )
     return issuing
 

@@ -6,12 +6,13 @@ from decimal import Decimal
 
 from django.db import transaction
 
-from billing import locks, selectors
+from billing import events, locks, selectors
 from billing.errors import InvoiceNotFinalized, PaymentExceedsDue
 from billing.models import Invoice, Payment
 from billing.services.credit_notes import validate_amount
 from core.errors import Conflict
 from core.timeutils import utcnow
+from marketplace import events as marketplace_events
 from marketplace.models import LedgerEntry, Tenant
 from marketplace.services import accounts
 
@@ -76,12 +77,19 @@ def invoice_payment_record(
         invoice.status = Invoice.Status.PAID
         invoice.paid_at = received_at
         invoice.save(update_fields=["status", "paid_at"])
+        events.invoices_event("invoice.paid", [invoice.pk])
     return payment
 
 
 def top_up_create(
     *, tenant: Tenant, amount: Decimal, reference: str, memo: str = ""
 ) -> LedgerEntry:
-    """Prepaid credit for the tenant (in its currency). Idempotent on ``reference``."""
-    entry, _ = accounts.top_up_create(tenant=tenant, amount=amount, reference=reference, memo=memo)
+    """Prepaid credit for the tenant (in its currency). Idempotent on ``reference``. Credit
+    back above the tenant's low-balance threshold re-arms the ``balance.low`` alert."""
+    with transaction.atomic():
+        locked = locks.tenant_lock(tenant.pk)
+        entry, _ = accounts.top_up_create(
+            tenant=locked, amount=amount, reference=reference, memo=memo
+        )
+        marketplace_events.balance_check(locked)
     return entry

@@ -32,6 +32,7 @@ INSTALLED_APPS = [
     "capacity",
     "marketplace",
     "billing",
+    "events",
 ]
 
 MIDDLEWARE = [
@@ -170,6 +171,17 @@ QUOTE_HOLD_MINUTES = env.int("QUOTE_HOLD_MINUTES", default=10)
 # month ends, for late usage; metering re-reads this many hours before its last run.
 BILLING_GRACE_DAYS = env.int("BILLING_GRACE_DAYS", default=2)
 BILLING_METERING_LOOKBACK_HOURS = env.int("BILLING_METERING_LOOKBACK_HOURS", default=24)
+
+# Events and webhooks (see events/delivery.py and README "Webhooks").
+EVENTS_RETENTION_DAYS = env.int("EVENTS_RETENTION_DAYS", default=30)
+WEBHOOK_ALLOW_PRIVATE_URLS = env.bool("WEBHOOK_ALLOW_PRIVATE_URLS", default=False)
+WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=10.0)
+WEBHOOK_BATCH_SIZE = env.int("WEBHOOK_BATCH_SIZE", default=200)
+WEBHOOK_CONCURRENCY = env.int("WEBHOOK_CONCURRENCY", default=32)
+WEBHOOK_LEASE_SECONDS = env.int("WEBHOOK_LEASE_SECONDS", default=60)
+WEBHOOK_SECRET_OVERLAP_HOURS = env.int("WEBHOOK_SECRET_OVERLAP_HOURS", default=24)
+WEBHOOK_DISABLE_AFTER_DAYS = env.int("WEBHOOK_DISABLE_AFTER_DAYS", default=3)
+WEBHOOK_NUDGE_SECONDS = env.float("WEBHOOK_NUDGE_SECONDS", default=0.2)
 # The invoice status enum gets its own name in the OpenAPI schema (reservations have "status").
 SPECTACULAR_SETTINGS.setdefault("ENUM_NAME_OVERRIDES", {})["InvoiceStatusEnum"] = (
     "billing.models.Invoice.Status"

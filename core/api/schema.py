@@ -19,6 +19,21 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     ),
     "unknown_gpu_model": (400, "No GPU model has this slug (see /api/v1/gpu-models/)."),
     "invalid_gpu_count": (400, "The matching pools sell whole nodes: ask for a multiple."),
+    "invalid_cursor": (
+        400,
+        "`after` is not the id of one of the tenant's events (unknown, another tenant's, or "
+        "deleted after the retention period): list again without it.",
+    ),
+    "url_not_allowed": (
+        400,
+        "The webhook URL is not https, carries credentials, or resolves to an address that is "
+        "not public (loopback, private, link-local, reserved).",
+    ),
+    "unknown_event_type": (400, "An event type is not one we send; `valid_types` lists them."),
+    "endpoint_disabled_by_operator": (
+        409,
+        "An operator disabled this webhook endpoint; only an operator can enable it again.",
+    ),
     "not_authenticated": (401, "No credentials: send `Authorization: Bearer <API key>`."),
     "invalid_api_key": (401, "The API key is unknown, malformed or revoked."),
     "credit_limit_exceeded": (402, "The booking would take the tenant beyond its credit limit."),
@@ -76,6 +91,11 @@ class ErrorSerializer(serializers.Serializer):
     )
     pool_status = serializers.CharField(
         required=False, help_text="invalid_state: the pool no longer sells hours (extend)."
+    )
+    valid_types = serializers.ListField(
+        child=serializers.CharField(),
+        required=False,
+        help_text="unknown_event_type: every event type there is.",
     )
 
 

@@ -10,8 +10,8 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.plumbing import build_bearer_security_scheme_object
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
-from rest_framework.permissions import BasePermission
 
+from core.api.permissions import IsTenant  # noqa: F401 - re-exported for the views
 from marketplace.models import ApiKey, Tenant
 from marketplace.services.tenants import api_key_digest, api_key_touch
 
@@ -33,6 +33,7 @@ class TenantPrincipal:
     def __init__(self, api_key: ApiKey) -> None:
         self.api_key = api_key
         self.tenant: Tenant = api_key.tenant
+        self.tenant_id: int = api_key.tenant_id
 
     @property
     def username(self) -> str:
@@ -89,16 +90,6 @@ class ApiKeyAuthentication(BaseAuthentication):
     def authenticate_header(self, request) -> str:
         # Makes DRF answer 401 (not 403) with a challenge when credentials are missing or bad.
         return f'{self.keyword} realm="api"'
-
-
-class IsTenant(BasePermission):
-    """The caller authenticated with a tenant API key. Operator sessions have no tenant."""
-
-    message = "This endpoint needs a tenant API key: `Authorization: Bearer <key>`."
-    code = "tenant_required"
-
-    def has_permission(self, request, view) -> bool:
-        return isinstance(request.user, TenantPrincipal)
 
 
 class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):

@@ -244,3 +244,31 @@ class TenantSerializer(serializers.Serializer):
     discount_percent = serializers.DecimalField(max_digits=5, decimal_places=2)
     quotas = QuotasSerializer()
     api_key_prefix = serializers.CharField(help_text="The prefix of the key used for this call.")
+    ending_soon_lead_minutes = serializers.IntegerField(
+        help_text="reservation.ending_soon is sent this many minutes before a reservation ends."
+    )
+    low_balance_threshold = serializers.DecimalField(
+        max_digits=14,
+        decimal_places=2,
+        allow_null=True,
+        help_text="balance.low is sent when credit_available falls below this; null: never.",
+    )
+
+
+class TenantSettingsSerializer(serializers.Serializer):
+    """The tenant's own notification settings (PATCH: send only what changes)."""
+
+    ending_soon_lead_minutes = serializers.IntegerField(
+        min_value=0,
+        max_value=7 * 24 * 60,
+        required=False,
+        help_text="0 to 10080 (a week).",
+    )
+    low_balance_threshold = serializers.DecimalField(
+        max_digits=14,
+        decimal_places=2,
+        min_value=0,
+        allow_null=True,
+        required=False,
+        help_text="In the tenant's currency; null turns the alert off.",
+    )

@@ -43,10 +43,12 @@ from marketplace.api.serializers import (
     QuoteConfirmSerializer,
     ReservationSerializer,
     TenantSerializer,
+    TenantSettingsSerializer,
 )
 from marketplace.errors import InvalidWindow, UnknownGpuModel
 from marketplace.models import Reservation, Tenant
 from marketplace.services import booking
+from marketplace.services.tenants import tenant_settings_update
 
 IDEMPOTENCY_KEY_PATTERN = re.compile(r"^[\x21-\x7e]{1,200}$")  # printable ASCII, no spaces
 DEFAULT_SEARCH_SPAN = timedelta(days=30)
@@ -536,5 +538,28 @@ class TenantApi(APIView):
                 "max_reservation_hours": tenant.max_reservation_hours,
             },
             "api_key_prefix": request.auth.prefix,
+            "ending_soon_lead_minutes": int(tenant.ending_soon_lead.total_seconds() // 60),
+            "low_balance_threshold": tenant.low_balance_threshold,
         }
         return Response(self.OutputSerializer(data).data, status=status.HTTP_200_OK)
+
+    @extend_schema(
+        operation_id="tenant_settings_update",
+        summary="Change the caller's notification settings",
+        description="The lead time of `reservation.ending_soon` and the threshold of "
+        "`balance.low` (see /api/v1/events/). Send only the fields that change.",
+        request=TenantSettingsSerializer,
+        responses={
+            200: TenantSerializer,
+            **error_responses(*TENANT_AUTH_ERRORS, "validation_error", "parse_error"),
+        },
+        **TENANT_SCHEMA,
+    )
+    def patch(self, request: Request) -> Response:
+        serializer = TenantSettingsSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        changes = dict(serializer.validated_data)
+        if "ending_soon_lead_minutes" in changes:
+            changes["ending_soon_lead"] = timedelta(minutes=changes.pop("ending_soon_lead_minutes"))
+        request.user.tenant = tenant_settings_update(tenant=_tenant(request), **changes)
+        return self.get(request)

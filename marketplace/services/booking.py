@@ -17,6 +17,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.db.models import DateTimeField, ExpressionWrapper, F, QuerySet, Value
 
 from capacity.errors import InsufficientCapacity, InvalidWindow
 from capacity.models import GpuModel
@@ -24,7 +25,7 @@ from capacity.services import capacity_claim, capacity_release
 from core.errors import NotFound
 from core.money import round_money
 from core.timeutils import HOUR, ceil_hour, floor_hour, hours_between, is_whole_hour, utcnow
-from marketplace import pricing, selectors
+from marketplace import events, pricing, selectors
 from marketplace.errors import (
     CreditLimitExceeded,
     IdempotencyKeyReused,
@@ -39,6 +40,8 @@ from marketplace.errors import (
 from marketplace.models import CancellationRule, IdempotencyRecord, Reservation, Tenant
 
 HUNDRED = Decimal(100)
+# What a reservation's event data names (pool, region, provider, GPU model): loaded with it.
+RESERVATION_DISPLAY = ("pool__region__provider", "pool__gpu_model")
 
 
 @dataclass(frozen=True)
@@ -118,8 +121,10 @@ def _lock_reservation(
     tenant: Tenant, reservation_id: object, missing: str = "No such reservation."
 ) -> Reservation:
     try:
-        return Reservation.objects.select_for_update(of=("self",)).get(
-            pk=reservation_id, tenant=tenant
+        return (
+            Reservation.objects.select_for_update(of=("self",))
+            .select_related(*RESERVATION_DISPLAY)
+            .get(pk=reservation_id, tenant=tenant)
         )
     except (Reservation.DoesNotExist, ValueError, ValidationError):
         raise NotFound(missing) from None
@@ -314,7 +319,10 @@ def quote_create(
     Confirming the quote before it expires cannot fail for lack of capacity."""
     now = now or utcnow()
     validate_window(request.start, request.end, now=now)
-    return _place(tenant, request, status=Reservation.Status.HELD, now=now)
+    quote = _place(tenant, request, status=Reservation.Status.HELD, now=now)
+    events.reservation_event("quote.created", quote, now=now)
+    events.balance_check(tenant, now=now)
+    return quote
 
 
 @_idempotent("reservation.create", 201)
@@ -324,7 +332,10 @@ def reservation_create(
     """Book the request on the cheapest fitting pool and confirm it at once."""
     now = now or utcnow()
     validate_window(request.start, request.end, now=now)
-    return _place(tenant, request, status=Reservation.Status.CONFIRMED, now=now)
+    reservation = _place(tenant, request, status=Reservation.Status.CONFIRMED, now=now)
+    events.reservation_event("reservation.confirmed", reservation, now=now)
+    events.balance_check(tenant, now=now)
+    return reservation
 
 
 @_idempotent("reservation.create", 201)
@@ -341,6 +352,7 @@ def _quote_confirm(*, tenant: Tenant, quote_id: object, now: datetime) -> Reserv
     quote.confirmed_at = now
     quote.hold_expires_at = None
     quote.save(update_fields=["status", "confirmed_at", "hold_expires_at", "updated_at"])
+    events.reservation_event("reservation.confirmed", quote, now=now)
     return quote
 
 
@@ -376,10 +388,13 @@ def hold_release_lapsed(*, tenant: Tenant, reservation_id: object, now: datetime
     hold = _lock_reservation(tenant, reservation_id)
     if hold.status == Reservation.Status.HELD and hold.hold_expires_at <= now:
         _expire(hold)
+        events.reservation_event("quote.expired", hold, now=now)
 
 
 def _expire(reservation: Reservation) -> None:
-    """Release a lapsed hold. The reservation row must be locked by the caller."""
+    """Release a lapsed hold. The reservation row must be locked by the caller, who records
+    ``quote.expired`` after every ledger change of its transaction (the event counter is the
+    last lock a transaction takes)."""
     capacity_release(
         pool_id=reservation.pool_id,
         start=reservation.start,
@@ -438,6 +453,7 @@ def reservation_cancel(
         return reservation
     if reservation.status == Reservation.Status.HELD and reservation.hold_expires_at <= now:
         _expire(reservation)
+        events.reservation_event("quote.expired", reservation, now=now)
         return reservation
     if reservation.status not in Reservation.LIVE_STATUSES or reservation.end <= now:
         raise InvalidStateTransition(
@@ -459,6 +475,8 @@ def reservation_cancel(
     reservation.cancelled_by = cancelled_by[:200]
     reservation.cancellation_reason = reason[:500]
     reservation.save()
+    events.reservation_event("reservation.cancelled", reservation, now=now)
+    events.balance_check(tenant, now=now)
     return reservation
 
 
@@ -524,6 +542,8 @@ def reservation_extend(
     reservation.total_price = total
     reservation.charge = total
     reservation.save(update_fields=["end", "capacity_until", "total_price", "charge", "updated_at"])
+    events.reservation_event("reservation.extended", reservation, now=now)
+    events.balance_check(tenant, now=now)
     return reservation
 
 
@@ -540,24 +560,103 @@ def holds_expire(*, now: datetime | None = None, batch_size: int = 500) -> int:
             # sweeper and a booking) could each hold the hours the other waits for: deadlock.
             batch = list(
                 Reservation.objects.select_for_update(of=("self",), skip_locked=True)
+                .select_related(*RESERVATION_DISPLAY)
                 .filter(status=Reservation.Status.HELD, hold_expires_at__lte=now)
                 .order_by("pool_id", "start", "pk")[:batch_size]
             )
             for reservation in batch:
                 _expire(reservation)
+            events.reservations_event("quote.expired", batch, now=now)
         expired += len(batch)
         if len(batch) < batch_size:
             return expired
 
 
-def reservations_advance(*, now: datetime | None = None) -> dict[str, int]:
+def _advance(
+    due: QuerySet[Reservation], status: str, event_type: str, now: datetime, batch_size: int
+) -> int:
+    """Move the ``due`` reservations to ``status`` and record ``event_type`` for each, a batch
+    per transaction. Rows are claimed with SKIP LOCKED, so two runs (or a booking holding a
+    row) never wait for each other; the update re-checks nothing because ``due`` is re-read
+    under the lock."""
+    moved = 0
+    while True:
+        with transaction.atomic():
+            batch = list(
+                due.select_for_update(of=("self",), skip_locked=True)
+                .select_related(*RESERVATION_DISPLAY)
+                .order_by("pk")[:batch_size]
+            )
+            if not batch:
+                return moved
+            Reservation.objects.filter(pk__in=[r.pk for r in batch]).update(
+                status=status, updated_at=now
+            )
+            for reservation in batch:
+                reservation.status, reservation.updated_at = status, now
+            events.reservations_event(event_type, batch, now=now)
+        moved += len(batch)
+        if len(batch) < batch_size:
+            return moved
+
+
+def _ending_soon(now: datetime, batch_size: int) -> int:
+    """Tell tenants which reservations end within their lead time, once per reservation."""
+    sent = 0
+    due = Reservation.objects.filter(
+        status__in=[Reservation.Status.CONFIRMED, Reservation.Status.ACTIVE],
+        ending_soon_notified_at__isnull=True,
+        end__gt=now,
+        end__lte=ExpressionWrapper(
+            Value(now) + F("tenant__ending_soon_lead"), output_field=DateTimeField()
+        ),
+    )
+    while True:
+        with transaction.atomic():
+            batch = list(
+                due.select_for_update(of=("self",), skip_locked=True)
+                .select_related(*RESERVATION_DISPLAY)
+                .order_by("pk")[:batch_size]
+            )
+            if not batch:
+                return sent
+            Reservation.objects.filter(pk__in=[r.pk for r in batch]).update(
+                ending_soon_notified_at=now
+            )
+            events.reservations_event("reservation.ending_soon", batch, now=now)
+        sent += len(batch)
+        if len(batch) < batch_size:
+            return sent
+
+
+def reservations_advance(*, now: datetime | None = None, batch_size: int = 500) -> dict[str, int]:
     """Lifecycle: confirmed -> active at start, active (or confirmed) -> completed at end,
-    lapsed holds -> expired. Compare-and-set updates: running it twice changes nothing more."""
+    lapsed holds -> expired, and ``reservation.ending_soon`` within each tenant's lead time;
+    each with its event. Compare-and-set under row locks: running it twice, or two runs at
+    once, changes nothing more and records no event twice."""
     now = now or utcnow()
-    completed = Reservation.objects.filter(
-        status__in=[Reservation.Status.CONFIRMED, Reservation.Status.ACTIVE], end__lte=now
-    ).update(status=Reservation.Status.COMPLETED, updated_at=now)
-    activated = Reservation.objects.filter(
-        status=Reservation.Status.CONFIRMED, start__lte=now, end__gt=now
-    ).update(status=Reservation.Status.ACTIVE, updated_at=now)
-    return {"activated": activated, "completed": completed, "expired": holds_expire(now=now)}
+    expired = holds_expire(now=now)
+    completed = _advance(
+        Reservation.objects.filter(
+            status__in=[Reservation.Status.CONFIRMED, Reservation.Status.ACTIVE], end__lte=now
+        ),
+        Reservation.Status.COMPLETED,
+        "reservation.ended",
+        now,
+        batch_size,
+    )
+    activated = _advance(
+        Reservation.objects.filter(
+            status=Reservation.Status.CONFIRMED, start__lte=now, end__gt=now
+        ),
+        Reservation.Status.ACTIVE,
+        "reservation.started",
+        now,
+        batch_size,
+    )
+    return {
+        "activated": activated,
+        "completed": completed,
+        "ending_soon": _ending_soon(now, batch_size),
+        "expired": expired,
+    }

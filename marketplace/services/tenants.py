@@ -2,6 +2,7 @@
 
 import hashlib
 import secrets
+from datetime import timedelta
 
 from django.db import transaction
 from django.db.models import QuerySet
@@ -9,6 +10,7 @@ from django.utils.text import slugify
 
 from core.errors import InvalidInput
 from core.timeutils import utcnow
+from marketplace import events
 from marketplace.models import ApiKey, Tenant
 
 KEY_PREFIX = "gpum"
@@ -66,7 +68,41 @@ def api_key_touch(*, key: ApiKey) -> None:
         key.last_used_at = now
 
 
+@transaction.atomic
+def tenant_settings_update(
+    *,
+    tenant: Tenant,
+    ending_soon_lead: timedelta | None = None,
+    **changes: object,
+) -> Tenant:
+    """The tenant's own notification settings: ``ending_soon_lead`` and
+    ``low_balance_threshold`` (None turns the alert off). A new threshold is checked at once."""
+    locked = Tenant.objects.select_for_update(of=("self",)).get(pk=tenant.pk)
+    if ending_soon_lead is not None:
+        locked.ending_soon_lead = ending_soon_lead
+    if "low_balance_threshold" in changes:
+        locked.low_balance_threshold = changes.pop("low_balance_threshold")
+        locked.low_balance_alerted = False
+    if changes:
+        raise InvalidInput(f"Unknown settings: {', '.join(sorted(changes))}.")
+    locked.full_clean()
+    locked.save()
+    events.balance_check(locked)
+    return locked
+
+
+@transaction.atomic
 def tenant_set_status(*, tenants: QuerySet[Tenant], status: str) -> int:
     """Suspend or reactivate tenants; returns how many changed. A suspended tenant's keys are
-    refused at once (403); its reservations stay as they are."""
-    return tenants.exclude(status=status).update(status=status, updated_at=utcnow())
+    refused at once (403); its reservations stay as they are. Suspended tenants are told
+    (``tenant.suspended``), in case a webhook still reaches someone."""
+    now = utcnow()
+    changing = list(tenants.exclude(status=status).order_by("pk").select_for_update(of=("self",)))
+    Tenant.objects.filter(pk__in=[tenant.pk for tenant in changing]).update(
+        status=status, updated_at=now
+    )
+    if status == Tenant.Status.SUSPENDED:
+        for tenant in changing:
+            tenant.status = status
+            events.tenant_suspended(tenant, now=now)
+    return len(changing)

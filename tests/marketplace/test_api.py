@@ -9,6 +9,7 @@ import pytest
 import time_machine
 
 from capacity.models import PoolHour
+from events.models import Event
 from marketplace.models import IdempotencyRecord, Reservation
 from marketplace.services import booking as svc
 from tests.factories import CapacityPoolFactory, ProviderFactory, RegionFactory, TenantFactory
@@ -905,7 +906,42 @@ def test_the_tenant_endpoint_shows_credit_and_quotas(api, tenant, pool):
         "discount_percent": "0.00",
         "quotas": {"max_gpus": 64, "max_reservation_hours": 2160},
         "api_key_prefix": api.api_key.prefix,
+        "ending_soon_lead_minutes": 60,
+        "low_balance_threshold": None,
     }
+
+
+def test_a_tenant_sets_its_notification_settings(api, tenant, pool):
+    # given a tenant with 1000.00 of credit and a booking of 96.00
+    tenant.credit_limit = Decimal("1000.00")
+    tenant.save()
+    book(tenant)
+
+    # when it asks for ending_soon 2 hours ahead and balance.low below 950.00
+    response = api.patch(
+        "/api/v1/tenant/",
+        {"ending_soon_lead_minutes": 120, "low_balance_threshold": "950.00"},
+        format="json",
+    )
+
+    # then the settings are stored, and the alert fires at once: 904.00 is below 950.00
+    assert response.status_code == 200
+    assert (
+        response.json()["ending_soon_lead_minutes"],
+        response.json()["low_balance_threshold"],
+    ) == (
+        120,
+        "950.00",
+    )
+    tenant.refresh_from_db()
+    assert tenant.ending_soon_lead == timedelta(hours=2)
+    assert Event.objects.filter(tenant_id=tenant.pk, type="balance.low").count() == 1
+    # and bad values are refused with the field named
+    for bad in ({"ending_soon_lead_minutes": -1}, {"low_balance_threshold": "-5"}):
+        refused = api.patch("/api/v1/tenant/", bad, format="json")
+        assert refused.status_code == 400
+        assert refused.json()["code"] == "validation_error"
+        assert list(refused.json()["fields"]) == list(bad)
 
 
 # --- isolation between tenants ----------------------------------------------------------------

@@ -877,10 +877,12 @@ def test_the_lifecycle_activates_at_start_completes_at_end_and_running_twice_doe
         return counts, reservation.status
 
     # when the lifecycle runs before, at and after the start, and at and after the end
-    none = {"activated": 0, "completed": 0, "expired": 0}
+    none = {"activated": 0, "completed": 0, "ending_soon": 0, "expired": 0}
     assert advance(at(8).replace(minute=59)) == (none, Status.CONFIRMED)
     assert advance(at(9)) == ({**none, "activated": 1}, Status.ACTIVE)
     assert advance(at(9)) == (none, Status.ACTIVE)
+    assert advance(at(11).replace(minute=59)) == (none, Status.ACTIVE)
+    assert advance(at(12)) == ({**none, "ending_soon": 1}, Status.ACTIVE)  # 1 h lead
     assert advance(at(12)) == (none, Status.ACTIVE)
     assert advance(at(13)) == ({**none, "completed": 1}, Status.COMPLETED)
     assert advance(at(13)) == (none, Status.COMPLETED)
@@ -896,7 +898,7 @@ def test_a_reservation_whose_window_passed_unseen_goes_straight_to_completed(ten
     counts = svc.reservations_advance(now=at(14))
 
     reservation.refresh_from_db()
-    assert counts == {"activated": 0, "completed": 1, "expired": 0}
+    assert counts == {"activated": 0, "completed": 1, "ending_soon": 0, "expired": 0}
     assert reservation.status == Status.COMPLETED
 
 
@@ -906,7 +908,7 @@ def test_the_lifecycle_expires_lapsed_holds(tenant, pool):
     counts = svc.reservations_advance(now=NOW + timedelta(minutes=10))
 
     quote.refresh_from_db()
-    assert counts == {"activated": 0, "completed": 0, "expired": 1}
+    assert counts == {"activated": 0, "completed": 0, "ending_soon": 0, "expired": 1}
     assert quote.status == Status.EXPIRED
     assert booked(pool) == [0, 0, 0, 0]
 
