@@ -7,8 +7,10 @@ reservation row, so the ledger always equals what the reservations imply.
 Lock order (never reversed, so concurrent calls cannot deadlock):
 tenant row -> reservation row -> pool row -> pool-hour rows ascending."""
 
+import functools
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -277,35 +279,58 @@ def _remember(
         )
 
 
+def _run_once(
+    operation: Callable[..., Reservation],
+    scope: str,
+    status_code: int,
+    *,
+    tenant: Tenant,
+    idempotency_key: str | None,
+    fingerprint: str,
+    **kwargs: Any,
+) -> tuple[Reservation, int, bool]:
+    """Run ``operation`` under the tenant's lock unless this Idempotency-Key already ran it:
+    a replay with the same request returns the stored outcome, the same key with another
+    request is refused. Returns ``(reservation, status_code, replayed)``."""
+    try:
+        with transaction.atomic():
+            locked = _lock_tenant(tenant)
+            replay = _replay(locked, scope, idempotency_key, fingerprint)
+            if replay is not None:
+                return (*replay, True)
+            reservation = operation(tenant=locked, **kwargs)
+            _remember(locked, scope, idempotency_key, fingerprint, reservation, status_code)
+            return reservation, status_code, False
+    except IntegrityError:
+        # Another request with the same key won the race (the tenant lock makes this rare):
+        # answer with its outcome.
+        with transaction.atomic():
+            replay = _replay(tenant, scope, idempotency_key, fingerprint)
+        if replay is None:
+            raise
+        return (*replay, True)
+
+
 def _idempotent(scope: str, status_code: int):
-    """Run a tenant-scoped write once per Idempotency-Key: a replay with the same request
-    returns the stored outcome, the same key with another request is refused. Returns
-    ``(reservation, status_code, replayed)``."""
+    """Make a tenant-scoped write idempotent per Idempotency-Key (see ``_run_once``). The
+    wrapped service takes ``tenant``, ``fingerprint`` and an optional ``idempotency_key`` and
+    returns ``(reservation, status_code, replayed)``."""
 
     def decorator(operation):
+        @functools.wraps(operation)
         def run(
             *, tenant: Tenant, idempotency_key: str | None = None, fingerprint: str, **kwargs: Any
         ) -> tuple[Reservation, int, bool]:
-            try:
-                with transaction.atomic():
-                    locked = _lock_tenant(tenant)
-                    replay = _replay(locked, scope, idempotency_key, fingerprint)
-                    if replay is not None:
-                        return (*replay, True)
-                    reservation = operation(tenant=locked, **kwargs)
-                    _remember(locked, scope, idempotency_key, fingerprint, reservation, status_code)
-                    return reservation, status_code, False
-            except IntegrityError:
-                # Another request with the same key won the race (the tenant lock makes this
-                # rare): answer with its outcome.
-                with transaction.atomic():
-                    replay = _replay(tenant, scope, idempotency_key, fingerprint)
-                if replay is None:
-                    raise
-                return (*replay, True)
+            return _run_once(
+                operation,
+                scope,
+                status_code,
+                tenant=tenant,
+                idempotency_key=idempotency_key,
+                fingerprint=fingerprint,
+                **kwargs,
+            )
 
-        run.__name__ = operation.__name__
-        run.__doc__ = operation.__doc__
         return run
 
     return decorator

@@ -207,10 +207,69 @@ def test_a_cancelled_reservation_bills_its_delivered_hours_and_its_fee_once(tena
 
 
 @pytest.mark.django_db
-def test_the_portable_metering_path_writes_the_same_rows_as_the_postgresql_one(
-    tenant, pool, backup_pool
+def test_a_cancellation_fee_is_charged_once_the_cancellation_has_happened_however_small(
+    tenant, pool
 ):
-    # given reservations of every billed kind, and an outage
+    # given a cancellation with a fee of 0.50 at 12:20, and one with no fee
+    small = reserve(
+        tenant=tenant,
+        pool=pool,
+        start=at(4, 10),
+        hours=10,
+        status=Reservation.Status.CANCELLED,
+        capacity_until=at(4, 10),
+        cancellation_fee=Decimal("0.50"),
+        cancelled_at=at(2, 12) + timedelta(minutes=20),
+        charge=Decimal("0.50"),
+    )
+    reserve(
+        tenant=tenant,
+        pool=pool,
+        start=at(5, 10),
+        hours=10,
+        status=Reservation.Status.CANCELLED,
+        capacity_until=at(5, 10),
+        cancelled_at=at(2, 9),
+        charge=Decimal("0.00"),
+    )
+
+    # when metering runs up to 12:00, then up to 13:00
+    before = meter_usage(until=at(2, 12))
+    after = meter_usage(until=at(2, 13))
+
+    # then the fee is charged by the run that covers 12:20, and the free one never
+    assert (before.charges_created, after.charges_created) == (0, 1)
+    assert list(Charge.objects.values_list("reservation_id", "amount")) == [
+        (small.pk, Decimal("0.50"))
+    ]
+
+
+def every_column() -> list[tuple]:
+    return list(
+        UsageRecord.objects.order_by("reservation_id", "hour").values_list(
+            "reservation_id",
+            "tenant_id",
+            "pool_id",
+            "hour",
+            "gpus",
+            "gpu_hours",
+            "unit_price",
+            "amount",
+            "cost_per_gpu_hour",
+            "provider_cost",
+            "currency",
+            "invoice_id",
+        )
+    )
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("low", [None, at(2, 22)], ids=["from the start", "from a cursor"])
+def test_the_portable_metering_path_writes_the_same_rows_as_the_postgresql_one(
+    tenant, pool, backup_pool, low
+):
+    # given reservations of every kind (billed or not, one in euros), an outage and planned
+    # maintenance
     reserve(tenant=tenant, pool=pool, start=at(2, 10), hours=30)
     reserve(tenant=tenant, pool=backup_pool, start=at(3, 5), hours=7, unit_price="2.1234")
     reserve(
@@ -221,16 +280,37 @@ def test_the_portable_metering_path_writes_the_same_rows_as_the_postgresql_one(
         status=Reservation.Status.CANCELLED,
         capacity_until=at(2, 23),
     )
+    reserve(tenant=tenant, pool=pool, start=at(2, 12), hours=4, currency="EUR", gpus=16)
+    for status in (Reservation.Status.HELD, Reservation.Status.EXPIRED):
+        reserve(
+            tenant=tenant,
+            pool=pool,
+            start=at(2, 11),
+            hours=5,
+            status=status,
+            hold_expires_at=at(1),
+            capacity_until=at(2, 11) if status == Reservation.Status.EXPIRED else at(2, 16),
+        )
     MaintenanceWindow.objects.create(
         pool=pool, kind=MaintenanceWindow.Kind.OUTAGE, start=at(3, 1), end=at(3, 3), gpus=8
     )
+    MaintenanceWindow.objects.create(
+        pool=backup_pool,
+        kind=MaintenanceWindow.Kind.MAINTENANCE,
+        start=at(3, 6),
+        end=at(3, 8),
+        gpus=8,
+    )
     meter_usage(until=at(3, 12))
-    by_postgresql = usage_rows()
+    by_postgresql = every_column()
+    if low is not None:
+        by_postgresql = [row for row in by_postgresql if row[3] >= low]
     UsageRecord.objects.all().delete()
 
     # when the same span is metered by the portable (SQLite) path, twice
-    assert _meter_portable(until=at(3, 12), low=None) == len(by_postgresql)
-    assert _meter_portable(until=at(3, 12), low=at(3)) == 0
+    assert _meter_portable(until=at(3, 12), low=low) == len(by_postgresql)
+    assert _meter_portable(until=at(3, 12), low=low) == 0
 
-    # then the rows are identical
-    assert usage_rows() == by_postgresql
+    # then the rows are identical, to the last column
+    assert len(by_postgresql) == (38 if low is None else 20)
+    assert every_column() == by_postgresql

@@ -14,6 +14,7 @@ import pytest
 from django.db import transaction
 
 from billing import locks as billing_locks
+from capacity import locks as capacity_locks
 from capacity.errors import InsufficientCapacity
 from capacity.models import CapacityPool, PoolHour
 from capacity.selectors import capacity_for_hours
@@ -158,3 +159,18 @@ def test_16_bookings_of_one_tenant_racing_for_its_last_credit_on_16_pools_book_o
     assert tally(outcomes) == {BOOKED: 1, NO_CREDIT: 15}
     assert Reservation.objects.count() == 1
     assert selectors.credit_available(tenant=acme) == Decimal("54.00")
+
+
+def test_a_booking_of_hours_that_have_ledger_rows_does_not_wait_for_the_pool_lock():
+    # given a pool whose ledger rows exist, held by an operator's change in progress
+    pool = CapacityPoolFactory(gpus_per_node=8, node_count=4)
+    lay_ledger(pool, MONDAY_9, 4)
+    acme = TenantFactory()
+    with transaction.atomic():
+        capacity_locks.pool_lock(pool.pk)
+
+        # when a tenant books those hours meanwhile
+        acme_booking = Worker(lambda: attempt(acme, booking(gpus=8, hours=4)), "Acme's booking")
+
+        # then it completes without waiting for the operator
+        assert acme_booking.join() == BOOKED

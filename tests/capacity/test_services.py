@@ -1,0 +1,76 @@
+"""The capacity services refuse windows off the UTC hour grid, naming the field at fault."""
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
+from capacity.errors import InvalidWindow
+from capacity.models import MaintenanceWindow
+from capacity.services import capacity_claim, maintenance_window_create
+from tests.factories import CapacityPoolFactory
+
+pytestmark = pytest.mark.django_db
+
+NINE = datetime(2026, 12, 7, 9, tzinfo=UTC)
+IST = timezone(timedelta(hours=5, minutes=30))
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "fields"),
+    [
+        (NINE.replace(tzinfo=None), NINE + timedelta(hours=2), {"start": "naive_datetime"}),
+        (NINE, (NINE + timedelta(hours=2)).replace(tzinfo=None), {"end": "naive_datetime"}),
+        (
+            NINE.replace(tzinfo=None),
+            (NINE + timedelta(hours=2)).replace(tzinfo=None),
+            {"start": "naive_datetime", "end": "naive_datetime"},
+        ),
+        (NINE + timedelta(minutes=30), NINE + timedelta(hours=2), {"start": "not_whole_hour"}),
+        (NINE, NINE + timedelta(hours=2, seconds=1), {"end": "not_whole_hour"}),
+        (
+            datetime(2026, 12, 7, 9, tzinfo=IST),
+            NINE + timedelta(hours=2),
+            {"start": "not_whole_hour"},
+        ),
+        (NINE, NINE, {"end": "before_start"}),
+        (NINE + timedelta(hours=2), NINE, {"end": "before_start"}),
+    ],
+)
+def test_a_maintenance_window_off_the_hour_grid_is_refused_naming_the_field(start, end, fields):
+    pool = CapacityPoolFactory()
+
+    with pytest.raises(InvalidWindow) as error:
+        maintenance_window_create(pool=pool, start=start, end=end, gpus=8)
+
+    assert error.value.code == "invalid_window"
+    assert {name: problems[0]["code"] for name, problems in error.value.fields.items()} == fields
+    assert not MaintenanceWindow.objects.exists()
+
+
+def test_a_window_in_another_offset_on_the_utc_hour_is_stored_in_utc():
+    pool = CapacityPoolFactory()
+    start = datetime(2026, 12, 7, 14, 30, tzinfo=IST)  # 09:00Z
+
+    window = maintenance_window_create(
+        pool=pool, start=start, end=start + timedelta(hours=2), gpus=8
+    )
+
+    assert (window.start, window.end) == (NINE, NINE + timedelta(hours=2))
+    assert window.start.tzinfo == UTC
+
+
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [
+        (NINE.replace(tzinfo=None), NINE + timedelta(hours=1)),
+        (NINE, NINE.replace(minute=30)),
+        (datetime(2026, 12, 7, 9, tzinfo=IST), NINE + timedelta(hours=1)),
+    ],
+)
+def test_the_ledger_claims_only_whole_utc_hours(start, end):
+    pool = CapacityPoolFactory()
+
+    with pytest.raises(InvalidWindow):
+        capacity_claim(pool_id=pool.pk, start=start, end=end, gpus=8)
+
+    assert not pool.hours.exists()
