@@ -224,6 +224,22 @@ _DELIVERIES_UPDATE = f"""
 """  # noqa: S608 - a table name, not input
 
 
+def _deliveries_update(rows: list[tuple], lease_until: datetime) -> None:
+    """Write each delivery's new state unless its lease ran out (``rows`` as built in
+    ``_record``). One statement on PostgreSQL; a row at a time elsewhere (SQLite, where
+    ``make run`` sends a handful of deliveries)."""
+    if connection.vendor == "postgresql":
+        columns = [list(column) for column in zip(*rows, strict=True)]
+        with connection.cursor() as cursor:
+            cursor.execute(_DELIVERIES_UPDATE, [*columns, lease_until])
+        return
+    fields = ("status", "attempts", "next_attempt_at", "last_status_code", "last_error")
+    for pk, *values, delivered_at in rows:
+        Delivery.objects.filter(
+            pk=pk, status=Delivery.Status.PENDING, next_attempt_at=lease_until
+        ).update(**dict(zip(fields, values, strict=True)), delivered_at=delivered_at)
+
+
 def _record(deliveries: list[Delivery], outcomes: list[Outcome], lease_until: datetime) -> None:
     """Store the attempts and move each delivery and endpoint on (short transaction).
 
@@ -277,9 +293,7 @@ def _record(deliveries: list[Delivery], outcomes: list[Outcome], lease_until: da
             ]
         )
         if rows:
-            columns = [list(column) for column in zip(*rows, strict=True)]
-            with connection.cursor() as cursor:
-                cursor.execute(_DELIVERIES_UPDATE, [*columns, lease_until])
+            _deliveries_update(rows, lease_until)
         WebhookEndpoint.objects.filter(pk__in=ok_endpoints).update(
             last_success_at=now, failing_since=None
         )

@@ -303,11 +303,15 @@ def endpoint_signing_secrets(endpoint: WebhookEndpoint, now: datetime) -> list[s
 
 @transaction.atomic
 def delivery_resend(*, delivery_ids: Iterable[int], now: datetime | None = None) -> int:
-    """Send deliveries again (an operator's action): back to pending, due now."""
+    """Send deliveries again (an operator's action): back to pending, due now, and a worker is
+    woken. A delivery that had used up the retry schedule gets one more attempt."""
     now = now or utcnow()
-    return Delivery.objects.filter(pk__in=list(delivery_ids)).update(
+    resent = Delivery.objects.filter(pk__in=list(delivery_ids)).update(
         status=Delivery.Status.PENDING, next_attempt_at=now
     )
+    if resent:
+        transaction.on_commit(_nudge_workers)
+    return resent
 
 
 def events_prune(*, now: datetime | None = None, batch_size: int = 5000) -> int:
