@@ -244,6 +244,25 @@ def test_a_cancellation_fee_is_charged_once_the_cancellation_has_happened_howeve
     ]
 
 
+@pytest.mark.django_db
+def test_the_portable_metering_path_writes_long_reservations_in_batches_once(tenant, pool):
+    # given two reservations of 2,100 hours: each more rows than one batch of the portable path
+    reserve(tenant=tenant, pool=pool, start=at(1), hours=2100)
+    reserve(tenant=tenant, pool=pool, start=at(1), hours=2100, gpus=16)
+    until = at(1) + 2100 * HOUR
+
+    # when the portable path meters it twice, and the PostgreSQL path then once
+    first = _meter_portable(until=until, low=None)
+    again = _meter_portable(until=until, low=None)
+    by_portable = every_column()
+    UsageRecord.objects.all().delete()
+    meter_usage(until=until)
+
+    # then every hour was written once, as the PostgreSQL path writes it
+    assert (first, again) == (4200, 0)
+    assert every_column() == by_portable
+
+
 def every_column() -> list[tuple]:
     return list(
         UsageRecord.objects.order_by("reservation_id", "hour").values_list(

@@ -13,6 +13,11 @@ pytestmark = pytest.mark.django_db
 
 NINE = datetime(2026, 12, 7, 9, tzinfo=UTC)
 IST = timezone(timedelta(hours=5, minutes=30))
+MESSAGES = {
+    "naive_datetime": "Give a UTC offset.",
+    "not_whole_hour": "Must fall on a whole hour.",
+    "before_start": "Must be after start.",
+}
 
 
 @pytest.mark.parametrize(
@@ -43,7 +48,9 @@ def test_a_maintenance_window_off_the_hour_grid_is_refused_naming_the_field(star
         maintenance_window_create(pool=pool, start=start, end=end, gpus=8)
 
     assert error.value.code == "invalid_window"
-    assert {name: problems[0]["code"] for name, problems in error.value.fields.items()} == fields
+    assert error.value.fields == {
+        name: [{"code": code, "message": MESSAGES[code]}] for name, code in fields.items()
+    }
     assert not MaintenanceWindow.objects.exists()
 
 

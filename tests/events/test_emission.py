@@ -290,3 +290,42 @@ def test_each_event_is_queued_for_each_subscribed_endpoint_of_its_tenant_only(po
             (cancels.pk, "reservation.cancelled"),
         ]
     )
+
+
+def test_the_lifecycle_moves_every_due_reservation_in_batches_and_stamps_them(pool, acme, globex):
+    # given five of Acme's reservations 09-13 (with Globex's 16 GPUs beside them)
+    for _ in range(5):
+        book(acme, booking(gpus=8, hours=4))
+    at_nine, at_twelve = MONDAY_9, MONDAY_9 + 3 * HOUR
+
+    # when the lifecycle runs in batches of two at 09:00, at 12:00 and at 13:00
+    started = svc.reservations_advance(now=at_nine, batch_size=2)
+    ending = svc.reservations_advance(now=at_twelve, batch_size=2)
+    ended = svc.reservations_advance(now=at_twelve + HOUR, batch_size=2)
+
+    # then every reservation moved (Globex's too), each once, stamped with the run's time
+    assert (started["activated"], ending["ending_soon"], ended["completed"]) == (6, 6, 6)
+    assert set(
+        Reservation.objects.exclude(status="expired").values_list("status", "updated_at")
+    ) == {("completed", at_twelve + HOUR)}
+    assert set(
+        Event.objects.filter(type="reservation.started").values_list("created_at", flat=True)
+    ) == {at_nine}
+    assert set(
+        Event.objects.filter(type="reservation.ended").values_list("created_at", flat=True)
+    ) == {at_twelve + HOUR}
+    assert Event.objects.filter(tenant_id=acme.pk, type="reservation.ending_soon").count() == 5
+
+
+def test_only_booked_reservations_are_told_they_end_soon(pool, acme, globex):
+    # given a confirmed reservation, a held quote and a cancelled reservation, all 09-13
+    book(acme, booking(gpus=8, hours=4))
+    hold(acme, booking(gpus=8, hours=4))
+    cancelled = book(acme, booking(gpus=8, hours=4))
+    svc.reservation_cancel(tenant=acme, reservation_id=cancelled.pk, cancelled_by="acme", now=NOW)
+
+    # when the lifecycle runs within the hour before they end
+    svc.reservations_advance(now=MONDAY_9 + 3 * HOUR)
+
+    # then only the booked one is told
+    assert Event.objects.filter(tenant_id=acme.pk, type="reservation.ending_soon").count() == 1

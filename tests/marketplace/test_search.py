@@ -172,3 +172,26 @@ def test_search_reads_any_utc_offset_as_the_same_utc_hours(tenant):
     assert [(w.start, w.end) for w in earliest] == [(MONDAY_9, MONDAY_9 + 2 * HOUR)]
     assert found[0].start.tzinfo == UTC
     assert earliest[0].start.tzinfo == UTC
+
+
+def test_an_earliest_window_fits_inside_the_span_up_to_its_last_hour(tenant):
+    # given a pool full at 09:00 and free at 10:00, searched over 09:00-11:00
+    CapacityPoolFactory(slug="pool-a")
+    book(TenantFactory(), booking(gpus=32, start=MONDAY_9, hours=1))
+
+    def starts(hours: int) -> list[datetime]:
+        return [
+            w.start
+            for w in selectors.earliest_windows(
+                tenant=tenant,
+                criteria=H100,
+                gpu_count=8,
+                duration_hours=hours,
+                not_before=MONDAY_9,
+                not_after=MONDAY_9 + 2 * HOUR,
+            )
+        ]
+
+    # then one hour fits in the span's last hour, and two hours fit nowhere inside it
+    assert starts(1) == [MONDAY_9 + HOUR]
+    assert starts(2) == []
