@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 from django.db.models import QuerySet
 
 from capacity.models import CapacityPool, MaintenanceWindow, PoolHour
-from core.timeutils import HOUR, hour_range
+from core.timeutils import HOUR, floor_hour, hour_range, utcnow
 
 
 def pool_list() -> QuerySet[CapacityPool]:
@@ -59,13 +59,25 @@ def free_gpus(pool: CapacityPool, start: datetime, end: datetime) -> int:
     return min(free) if free else 0
 
 
+def ledger_open_from(now: datetime | None = None) -> datetime:
+    """The first ledger hour a capacity change still applies to: the hour in progress at
+    ``now`` (default: the current time). Earlier rows are history and are never rewritten."""
+    return floor_hour(utcnow() if now is None else now)
+
+
 def capacity_shortfall(
-    pool: CapacityPool, new_window: MaintenanceWindow | None = None
+    pool: CapacityPool,
+    new_window: MaintenanceWindow | None = None,
+    *,
+    now: datetime | None = None,
 ) -> PoolHour | None:
-    """The first ledger hour whose booked GPUs would exceed the capacity that ``pool`` (possibly
-    edited in memory, not yet saved) with ``new_window`` would give, or None when every
-    booking still fits."""
-    rows = PoolHour.objects.filter(pool_id=pool.pk, booked__gt=0).order_by("hour")
+    """The first ledger hour, from the hour in progress at ``now`` on, whose booked GPUs would
+    exceed the capacity that ``pool`` (possibly edited in memory, not yet saved) with
+    ``new_window`` would give, or None when every booking still fits. Earlier hours are
+    history, which a capacity change leaves as it is."""
+    rows = PoolHour.objects.filter(
+        pool_id=pool.pk, booked__gt=0, hour__gte=ledger_open_from(now)
+    ).order_by("hour")
     if new_window is not None:
         rows = rows.filter(hour__gte=new_window.start, hour__lt=new_window.end)
     rows = list(rows)

@@ -11,7 +11,7 @@ from django.db.models import F
 from capacity import locks
 from capacity.errors import CapacityInUse, InsufficientCapacity, InvalidWindow
 from capacity.models import CapacityPool, MaintenanceWindow, PoolHour
-from capacity.selectors import capacity_for_hours
+from capacity.selectors import capacity_for_hours, ledger_open_from
 from core.timeutils import hour_range, is_whole_hour
 
 # Fields an operator may change on a pool; capacity-affecting ones trigger a ledger refresh.
@@ -78,10 +78,17 @@ def capacity_release(*, pool_id: int, start: datetime, end: datetime, gpus: int)
 
 
 def _refresh_ledger(
-    pool: CapacityPool, start: datetime | None = None, end: datetime | None = None
+    pool: CapacityPool,
+    now: datetime | None,
+    start: datetime | None = None,
+    end: datetime | None = None,
 ) -> None:
-    """Recompute ``capacity`` of existing ledger rows (the pool row must be locked)."""
-    rows = PoolHour.objects.filter(pool=pool).order_by("hour")
+    """Recompute ``capacity`` of the pool's ledger rows from the hour in progress on, within
+    [start, end) when given (the pool row must be locked).
+
+    Earlier rows are history: they keep the capacity their hour had, so a pool can shrink
+    below its past peak and a window reaching back in time does not rewrite them."""
+    rows = PoolHour.objects.filter(pool=pool, hour__gte=ledger_open_from(now)).order_by("hour")
     if start is not None:
         rows = rows.filter(hour__gte=start, hour__lt=end)
     rows = list(rows.select_for_update(of=("self",)))
@@ -132,34 +139,41 @@ def maintenance_window_create(
     gpus: int,
     kind: str = MaintenanceWindow.Kind.MAINTENANCE,
     reason: str = "",
+    now: datetime | None = None,
 ) -> MaintenanceWindow:
     """Take ``gpus`` out of the pool for [start, end).
 
-    Raises CapacityInUse when reservations already hold GPUs the window would remove: the
-    ledger never shows more booked than sellable, so those must be moved or cancelled first."""
+    The ledger follows from the hour in progress at ``now`` on; earlier hours are history and
+    keep their capacity. Raises CapacityInUse when reservations already hold GPUs the window
+    would remove from such an hour: the ledger never shows more booked than sellable, so those
+    must be moved or cancelled first."""
     _validate_window(start, end)
     start, end = start.astimezone(UTC), end.astimezone(UTC)
     locked = locks.pool_lock(pool.pk)
     window = MaintenanceWindow.objects.create(
         pool=locked, start=start, end=end, gpus=gpus, kind=kind, reason=reason
     )
-    _refresh_ledger(locked, start, end)
+    _refresh_ledger(locked, now, start, end)
     return window
 
 
 @transaction.atomic
-def maintenance_window_delete(*, window: MaintenanceWindow) -> None:
+def maintenance_window_delete(*, window: MaintenanceWindow, now: datetime | None = None) -> None:
+    """Give the window's GPUs back to the pool from the hour in progress at ``now`` on."""
     locked = locks.pool_lock(window.pool_id)
     start, end = window.start, window.end
     window.delete()
-    _refresh_ledger(locked, start, end)
+    _refresh_ledger(locked, now, start, end)
 
 
 @transaction.atomic
-def pool_update(*, pool: CapacityPool, **changes: object) -> CapacityPool:
-    """Change a pool; when its size, hold-back or contract window changes, the ledger follows.
+def pool_update(
+    *, pool: CapacityPool, now: datetime | None = None, **changes: object
+) -> CapacityPool:
+    """Change a pool; when its size, hold-back or contract window changes, the ledger follows
+    from the hour in progress at ``now`` on (earlier hours are history).
 
-    Raises CapacityInUse if booked GPUs would no longer fit."""
+    Raises CapacityInUse if booked GPUs would no longer fit in such an hour."""
     locked = locks.pool_lock(pool.pk)
     for field, value in changes.items():
         setattr(locked, field, value)
@@ -167,5 +181,5 @@ def pool_update(*, pool: CapacityPool, **changes: object) -> CapacityPool:
     locked.save()
     if POOL_CAPACITY_FIELDS & changes.keys():
         locked.refresh_from_db()
-        _refresh_ledger(locked)
+        _refresh_ledger(locked, now)
     return locked

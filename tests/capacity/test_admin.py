@@ -1,6 +1,7 @@
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import time_machine
 
 from capacity.models import CapacityPool, MaintenanceWindow, PoolHour
 from tests.admin_helpers import form_values, headings, options, rows
@@ -9,6 +10,9 @@ from tests.factories import CapacityPoolFactory, GpuModelFactory, ProviderFactor
 pytestmark = pytest.mark.django_db
 
 HOUR_9 = datetime(2026, 12, 7, 9, tzinfo=UTC)
+# The operator's clock when changing capacity: capacity changes apply from the hour in
+# progress on, so the booked 09:00 hour must still be ahead.
+NOW = datetime(2026, 12, 7, 8, 30, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -234,9 +238,10 @@ def test_shrinking_a_pool_below_its_bookings_is_refused_with_a_message(admin_cli
     pool = CapacityPoolFactory(gpus_per_node=8, node_count=4)
     PoolHour.objects.create(pool=pool, hour=HOUR_9, capacity=32, booked=24)
     # when the operator cuts the pool to 2 nodes
-    response = admin_client.post(
-        f"/admin/capacity/capacitypool/{pool.pk}/change/", _pool_form(pool, node_count=2)
-    )
+    with time_machine.travel(NOW, tick=False):
+        response = admin_client.post(
+            f"/admin/capacity/capacitypool/{pool.pk}/change/", _pool_form(pool, node_count=2)
+        )
     # then the form says why and nothing changed
     assert response.status_code == 200
     assert b"24 GPUs are booked" in response.content
@@ -247,9 +252,10 @@ def test_shrinking_a_pool_below_its_bookings_is_refused_with_a_message(admin_cli
 def test_growing_a_pool_raises_the_ledger_capacity(admin_client):
     pool = CapacityPoolFactory(gpus_per_node=8, node_count=4)
     PoolHour.objects.create(pool=pool, hour=HOUR_9, capacity=32, booked=24)
-    response = admin_client.post(
-        f"/admin/capacity/capacitypool/{pool.pk}/change/", _pool_form(pool, node_count=6)
-    )
+    with time_machine.travel(NOW, tick=False):
+        response = admin_client.post(
+            f"/admin/capacity/capacitypool/{pool.pk}/change/", _pool_form(pool, node_count=6)
+        )
     assert response.status_code == 302
     assert PoolHour.objects.get(pool=pool).capacity == 48
 
@@ -257,19 +263,20 @@ def test_growing_a_pool_raises_the_ledger_capacity(admin_client):
 def test_a_maintenance_window_that_would_strand_bookings_is_refused(admin_client):
     pool = CapacityPoolFactory(gpus_per_node=8, node_count=4)
     PoolHour.objects.create(pool=pool, hour=HOUR_9, capacity=32, booked=24)
-    response = admin_client.post(
-        "/admin/capacity/maintenancewindow/add/",
-        {
-            "pool": pool.pk,
-            "kind": "maintenance",
-            "start_0": "2026-12-07",
-            "start_1": "09:00:00",
-            "end_0": "2026-12-07",
-            "end_1": "10:00:00",
-            "gpus": "16",
-            "reason": "firmware",
-        },
-    )
+    with time_machine.travel(NOW, tick=False):
+        response = admin_client.post(
+            "/admin/capacity/maintenancewindow/add/",
+            {
+                "pool": pool.pk,
+                "kind": "maintenance",
+                "start_0": "2026-12-07",
+                "start_1": "09:00:00",
+                "end_0": "2026-12-07",
+                "end_1": "10:00:00",
+                "gpus": "16",
+                "reason": "firmware",
+            },
+        )
     assert response.status_code == 200
     assert b"24 GPUs are booked" in response.content
     assert not MaintenanceWindow.objects.exists()
@@ -279,18 +286,19 @@ def test_a_maintenance_window_that_would_strand_bookings_is_refused(admin_client
 def test_a_maintenance_window_that_fits_lowers_the_ledger_capacity(admin_client):
     pool = CapacityPoolFactory(gpus_per_node=8, node_count=4)
     PoolHour.objects.create(pool=pool, hour=HOUR_9, capacity=32, booked=8)
-    response = admin_client.post(
-        "/admin/capacity/maintenancewindow/add/",
-        {
-            "pool": pool.pk,
-            "kind": "maintenance",
-            "start_0": "2026-12-07",
-            "start_1": "09:00:00",
-            "end_0": "2026-12-07",
-            "end_1": "10:00:00",
-            "gpus": "16",
-            "reason": "firmware",
-        },
-    )
+    with time_machine.travel(NOW, tick=False):
+        response = admin_client.post(
+            "/admin/capacity/maintenancewindow/add/",
+            {
+                "pool": pool.pk,
+                "kind": "maintenance",
+                "start_0": "2026-12-07",
+                "start_1": "09:00:00",
+                "end_0": "2026-12-07",
+                "end_1": "10:00:00",
+                "gpus": "16",
+                "reason": "firmware",
+            },
+        )
     assert response.status_code == 302
     assert PoolHour.objects.get(pool=pool).capacity == 16

@@ -807,7 +807,7 @@ def test_a_finished_reservation_cannot_be_cancelled(tenant, pool):
 def test_extending_into_free_hours_claims_them_at_the_locked_unit_price(tenant, pool):
     # given 8 GPUs 09-13 at 3.00, after which the pool's list price rises to 5.00
     reservation = book(tenant, booking(gpus=8, start=at(9), hours=4))
-    pool_update(pool=pool, price_per_gpu_hour=Decimal("5.0000"))
+    pool_update(pool=pool, price_per_gpu_hour=Decimal("5.0000"), now=NOW)
 
     # when it is extended to 15:00
     extended = extend(tenant, reservation, at(15))
@@ -854,7 +854,7 @@ def test_an_extension_must_end_later_on_a_whole_utc_hour(tenant, pool):
 
 def test_a_reservation_on_a_draining_pool_cannot_be_extended(tenant, pool):
     reservation = book(tenant, booking(gpus=8, start=at(9), hours=4))
-    pool_update(pool=pool, status=CapacityPool.Status.DRAINING)
+    pool_update(pool=pool, status=CapacityPool.Status.DRAINING, now=NOW)
 
     with pytest.raises(InvalidStateTransition):
         extend(tenant, reservation, at(15))
@@ -919,7 +919,7 @@ def test_the_lifecycle_expires_lapsed_holds(tenant, pool):
 def test_a_draining_pool_takes_no_new_bookings_but_keeps_its_reservations(tenant, pool):
     # given a reservation on a pool that then starts draining, and another active pool
     reservation = book(tenant, booking(gpus=8))
-    pool_update(pool=pool, status=CapacityPool.Status.DRAINING)
+    pool_update(pool=pool, status=CapacityPool.Status.DRAINING, now=NOW)
 
     # when a booking is asked for on the draining pool, then anywhere
     with pytest.raises(NoMatchingPool):
@@ -936,7 +936,7 @@ def test_a_draining_pool_takes_no_new_bookings_but_keeps_its_reservations(tenant
 
 def test_a_maintenance_window_reduces_what_can_be_booked(tenant, pool):
     # given 16 of 32 GPUs out for maintenance 10-12
-    maintenance_window_create(pool=pool, start=at(10), end=at(12), gpus=16)
+    maintenance_window_create(pool=pool, start=at(10), end=at(12), gpus=16, now=NOW)
 
     # when 24 and then 16 GPUs are asked for 09-13
     with pytest.raises(InsufficientCapacity) as error:
@@ -956,8 +956,8 @@ def test_a_maintenance_window_that_would_strand_booked_gpus_is_refused(tenant, p
 
     # when 16 GPUs are taken out 11-12, then 8
     with pytest.raises(CapacityInUse) as error:
-        maintenance_window_create(pool=pool, start=at(11), end=at(12), gpus=16)
-    window = maintenance_window_create(pool=pool, start=at(11), end=at(12), gpus=8)
+        maintenance_window_create(pool=pool, start=at(11), end=at(12), gpus=16, now=NOW)
+    window = maintenance_window_create(pool=pool, start=at(11), end=at(12), gpus=8, now=NOW)
 
     # then the first is refused with the hour and figures, and the second fills the hour
     assert error.value.code == "capacity_in_use"
@@ -969,7 +969,7 @@ def test_a_maintenance_window_that_would_strand_booked_gpus_is_refused(tenant, p
     assert list(MaintenanceWindow.objects.all()) == [window]
     assert capacity(pool) == [32, 32, 24, 32]
     # and removing the window gives the GPUs back
-    maintenance_window_delete(window=window)
+    maintenance_window_delete(window=window, now=NOW)
     assert capacity(pool) == [32, 32, 32, 32]
     assert ledger_violations() == []
 
@@ -980,10 +980,10 @@ def test_shrinking_a_pool_below_what_is_booked_is_refused(tenant, pool):
 
     # when the pool is cut to 2 nodes, then to 3
     with pytest.raises(CapacityInUse):
-        pool_update(pool=pool, node_count=2)
+        pool_update(pool=pool, node_count=2, now=NOW)
     pool.refresh_from_db()
     assert pool.node_count == 4
-    pool_update(pool=pool, node_count=3)
+    pool_update(pool=pool, node_count=3, now=NOW)
 
     # then only the second change is made, and the ledger follows it
     pool.refresh_from_db()

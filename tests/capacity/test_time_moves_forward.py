@@ -1,0 +1,207 @@
+"""Capacity changes apply from the hour in progress on: earlier ledger hours are history.
+
+An operator resizing a pool or adding or removing a maintenance window changes what may be
+sold from now on; the rows of hours already gone keep the capacity and bookings they had, so a
+pool can shrink below its past peak. The clock is the services' ``now=`` argument: it is
+10:30 UTC on Monday 2026-12-07, so 10:00 is the hour in progress."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import time_machine
+
+from capacity.errors import CapacityInUse
+from capacity.models import CapacityPool, MaintenanceWindow, PoolHour
+from capacity.selectors import capacity_shortfall
+from capacity.services import maintenance_window_create, maintenance_window_delete, pool_update
+from tests.factories import CapacityPoolFactory, TenantFactory
+from tests.marketplace.conftest import booking
+from tests.marketplace.test_booking import book
+from tests.marketplace.test_concurrency import ledger_violations
+
+pytestmark = pytest.mark.django_db
+
+BOOKED_AT = datetime(2026, 12, 5, 12, tzinfo=UTC)  # when the bookings below were made
+YESTERDAY_9 = datetime(2026, 12, 6, 9, tzinfo=UTC)
+NOW = datetime(2026, 12, 7, 10, 30, tzinfo=UTC)
+
+
+def at(hour: int, day: int = 7) -> datetime:
+    """2026-12-``day`` at ``hour``:00 UTC."""
+    return datetime(2026, 12, day, hour, tzinfo=UTC)
+
+
+def ledger(pool: CapacityPool) -> list[tuple[datetime, int, int]]:
+    """The pool's ledger as (hour, capacity, booked), in hour order."""
+    rows = PoolHour.objects.filter(pool=pool).order_by("hour")
+    return list(rows.values_list("hour", "capacity", "booked"))
+
+
+@pytest.fixture
+def pool() -> CapacityPool:
+    """32 GPUs (4 nodes of 8), all of them booked yesterday 09:00-13:00."""
+    pool = CapacityPoolFactory(slug="pool-a", gpus_per_node=8, node_count=4)
+    book(TenantFactory(), booking(gpus=32, start=YESTERDAY_9, hours=4), now=BOOKED_AT)
+    return pool
+
+
+def test_a_pool_full_in_the_past_can_shrink_now_and_its_past_stays_as_it_was(pool):
+    # given yesterday's hours full at 32 GPUs and 16 GPUs booked today 09:00-13:00
+    book(TenantFactory(), booking(gpus=16, start=at(9), hours=4), now=BOOKED_AT)
+
+    # when the pool is cut to 2 nodes at 10:30
+    pool_update(pool=pool, node_count=2, now=NOW)
+
+    # then it is, yesterday and today's 09:00 keep their 32, and from 10:00 on 16 may be sold
+    pool.refresh_from_db()
+    assert (pool.node_count, pool.total_gpus) == (2, 16)
+    assert ledger(pool) == [
+        (at(9, day=6), 32, 32),
+        (at(10, day=6), 32, 32),
+        (at(11, day=6), 32, 32),
+        (at(12, day=6), 32, 32),
+        (at(9), 32, 16),
+        (at(10), 16, 16),
+        (at(11), 16, 16),
+        (at(12), 16, 16),
+    ]
+    assert ledger_violations(since=at(10)) == []
+
+
+@pytest.mark.parametrize(
+    ("start", "hour"),
+    [
+        (at(10), "2026-12-07T10:00:00+00:00"),  # the hour in progress
+        (at(14), "2026-12-07T14:00:00+00:00"),  # a later hour
+    ],
+)
+def test_shrinking_below_what_is_booked_from_now_on_is_still_refused(pool, start, hour):
+    # given 24 GPUs booked for an hour that has not ended yet
+    book(TenantFactory(), booking(gpus=24, start=start, hours=1), now=BOOKED_AT)
+    before = ledger(pool)
+
+    # when the pool is cut to 2 nodes at 10:30
+    with pytest.raises(CapacityInUse) as error:
+        pool_update(pool=pool, node_count=2, now=NOW)
+
+    # then capacity_in_use names that hour, and neither the pool nor the ledger changed
+    assert error.value.code == "capacity_in_use"
+    assert error.value.extra == {"hour": hour, "booked_gpus": 24, "capacity_gpus": 16}
+    pool.refresh_from_db()
+    assert pool.node_count == 4
+    assert ledger(pool) == before
+
+
+def test_a_window_reaching_back_to_yesterday_changes_only_the_hours_from_now_on(pool):
+    # given yesterday's hours full and 8 GPUs booked today 09:00-13:00
+    book(TenantFactory(), booking(gpus=8, start=at(9), hours=4), now=BOOKED_AT)
+
+    # when at 10:30 the operator records 16 GPUs out since yesterday 09:00 until 13:00 today
+    window = maintenance_window_create(
+        pool=pool, start=YESTERDAY_9, end=at(13), gpus=16, kind="outage", now=NOW
+    )
+
+    # then yesterday and today's 09:00 keep 32, the hour in progress and later ones drop to 16
+    assert list(MaintenanceWindow.objects.values_list("start", "end", "gpus")) == [
+        (YESTERDAY_9, at(13), 16)
+    ]
+    assert ledger(pool) == [
+        (at(9, day=6), 32, 32),
+        (at(10, day=6), 32, 32),
+        (at(11, day=6), 32, 32),
+        (at(12, day=6), 32, 32),
+        (at(9), 32, 8),
+        (at(10), 16, 8),
+        (at(11), 16, 8),
+        (at(12), 16, 8),
+    ]
+    assert ledger_violations(since=at(10)) == []
+
+    # and when it is deleted at 11:15, only 11:00 and later get the GPUs back
+    maintenance_window_delete(window=window, now=at(11) + timedelta(minutes=15))
+    assert not MaintenanceWindow.objects.exists()
+    assert ledger(pool) == [
+        (at(9, day=6), 32, 32),
+        (at(10, day=6), 32, 32),
+        (at(11, day=6), 32, 32),
+        (at(12, day=6), 32, 32),
+        (at(9), 32, 8),
+        (at(10), 16, 8),
+        (at(11), 32, 8),
+        (at(12), 32, 8),
+    ]
+    assert ledger_violations(since=at(11)) == []
+
+
+def test_the_shrink_pre_check_ignores_the_past_and_names_the_first_hour_from_now_on(pool):
+    # given yesterday's hours full, and the pool cut to 2 nodes in memory (not saved)
+    edited = CapacityPool.objects.get(pk=pool.pk)
+    edited.node_count = 2
+
+    # when the operator's form asks at 10:30, before and after 24 GPUs are booked 14:00-16:00
+    only_past = capacity_shortfall(edited, now=NOW)
+    book(TenantFactory(), booking(gpus=24, start=at(14), hours=2), now=BOOKED_AT)
+    short = capacity_shortfall(edited, now=NOW)
+
+    # then the past alone is no conflict; the booking is, at its first hour, as the service says
+    assert only_past is None
+    assert (short.hour, short.booked, short.capacity) == (at(14), 24, 16)
+    with pytest.raises(CapacityInUse) as error:
+        pool_update(pool=pool, node_count=2, now=NOW)
+    assert error.value.extra == {
+        "hour": "2026-12-07T14:00:00+00:00",
+        "booked_gpus": 24,
+        "capacity_gpus": 16,
+    }
+
+
+def test_the_window_pre_check_ignores_the_past_and_names_the_first_hour_from_now_on(pool):
+    # given yesterday's hours full, and a 16-GPU window from yesterday 09:00 to 16:00 today
+    window = MaintenanceWindow(pool=pool, start=YESTERDAY_9, end=at(16), gpus=16)
+
+    # when the operator's form asks at 10:30, before and after 24 GPUs are booked 14:00-16:00
+    only_past = capacity_shortfall(pool, window, now=NOW)
+    book(TenantFactory(), booking(gpus=24, start=at(14), hours=2), now=BOOKED_AT)
+    short = capacity_shortfall(pool, window, now=NOW)
+
+    # then the past alone is no conflict; the booking is, at its first hour
+    assert only_past is None
+    assert (short.hour, short.booked, short.capacity) == (at(14), 24, 16)
+
+
+def test_the_admin_records_a_window_over_full_past_hours(client, operator, pool):
+    # given yesterday's hours full, 8 GPUs booked today 09:00-13:00, and the operator signed in
+    book(TenantFactory(), booking(gpus=8, start=at(9), hours=4), now=BOOKED_AT)
+    client.force_login(operator)
+
+    # when at 10:30 the operator adds 16 GPUs out from yesterday 09:00 to 13:00 today
+    with time_machine.travel(NOW, tick=False):
+        response = client.post(
+            "/admin/capacity/maintenancewindow/add/",
+            {
+                "pool": pool.pk,
+                "kind": "outage",
+                "start_0": "2026-12-06",
+                "start_1": "09:00:00",
+                "end_0": "2026-12-07",
+                "end_1": "13:00:00",
+                "gpus": "16",
+                "reason": "PDU failure",
+            },
+        )
+
+    # then the form accepts it, the past is left as it was and 10:00 on drops to 16
+    assert response.status_code == 302
+    assert list(MaintenanceWindow.objects.values_list("start", "end", "gpus")) == [
+        (YESTERDAY_9, at(13), 16)
+    ]
+    assert ledger(pool) == [
+        (at(9, day=6), 32, 32),
+        (at(10, day=6), 32, 32),
+        (at(11, day=6), 32, 32),
+        (at(12, day=6), 32, 32),
+        (at(9), 32, 8),
+        (at(10), 16, 8),
+        (at(11), 16, 8),
+        (at(12), 16, 8),
+    ]
