@@ -121,6 +121,7 @@ def test_a_quote_is_created_confirmed_or_expires(pool, acme, globex):
     ]
     expired = Event.objects.get(tenant_id=acme.pk, type="quote.expired")
     assert (expired.data["id"], expired.data["status"]) == (str(lapsing.pk), "expired")
+    assert expired.created_at == NOW + timedelta(minutes=11)  # the sweep's time
     assert stream(globex)[-1] == (3, "quote.expired")  # Globex's own lapsed quote
 
 
