@@ -1,16 +1,24 @@
 """Booking rules at their edges: location and tier filters, price and credit limits met
 exactly, quota peaks of staggered reservations, and the figures errors carry."""
 
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
 
 from capacity.errors import InsufficientCapacity
 from core.timeutils import HOUR
+from marketplace import selectors
 from marketplace.errors import CreditLimitExceeded, InvalidGpuCount, QuotaExceeded, UnknownGpuModel
 from marketplace.models import Reservation, Tenant
 from marketplace.services import booking as svc
-from tests.factories import CapacityPoolFactory, ProviderFactory, RegionFactory, TenantFactory
+from tests.factories import (
+    CapacityPoolFactory,
+    GpuModelFactory,
+    ProviderFactory,
+    RegionFactory,
+    TenantFactory,
+)
 from tests.marketplace.conftest import MONDAY_9, NOW, booking
 
 pytestmark = pytest.mark.django_db
@@ -157,3 +165,90 @@ def test_a_full_pool_reports_no_gpus_available(tenant):
         book(tenant, booking(gpus=8, hours=2))
 
     assert error.value.extra == {"available_gpus": 0}
+
+
+def test_only_pools_of_the_requested_gpu_model_are_searched_and_booked(tenant):
+    # given a cheap A100 pool and a dearer H100 pool
+    CapacityPoolFactory(
+        slug="a100-cheap",
+        gpu_model=GpuModelFactory(slug="a100-sxm-80gb"),
+        price_per_gpu_hour=Decimal("1.00"),
+    )
+    CapacityPoolFactory(slug="h100")
+
+    found = selectors.availability_search(
+        tenant=tenant,
+        criteria=selectors.PoolFilter(gpu_model="h100-sxm-80gb"),
+        gpu_count=8,
+        start=MONDAY_9,
+        end=MONDAY_9 + 2 * HOUR,
+    )
+    reservation = book(tenant, booking(gpus=8, hours=2))
+
+    assert [window.pool.slug for window in found] == ["h100"]
+    assert reservation.pool.slug == "h100"
+
+
+def test_a_quote_is_not_confirmed_until_it_is(tenant):
+    CapacityPoolFactory(slug="pool-a")
+    request = booking(gpus=8, hours=2)
+
+    quote, _, _ = svc.quote_create(
+        tenant=tenant, request=request, fingerprint=request.fingerprint(), now=NOW
+    )
+    confirmed, _, _ = svc.quote_confirm(
+        tenant=tenant, quote_id=quote.pk, fingerprint=str(quote.pk), now=NOW + HOUR / 12
+    )
+
+    assert quote.confirmed_at is None
+    assert confirmed.confirmed_at == NOW + HOUR / 12
+
+
+def test_an_idempotency_key_is_kept_per_operation_and_per_key(tenant):
+    # given one pool
+    CapacityPoolFactory(slug="pool-a")
+    first, second = booking(gpus=8, hours=2), booking(gpus=8, start=MONDAY_9 + 3 * HOUR, hours=2)
+
+    # when the same key is used for a quote and for a booking, and another key for a second
+    # booking
+    quote, _, quote_replayed = svc.quote_create(
+        tenant=tenant,
+        request=first,
+        fingerprint=first.fingerprint(),
+        idempotency_key="k-1",
+        now=NOW,
+    )
+    booked, _, booked_replayed = svc.reservation_create(
+        tenant=tenant,
+        request=second,
+        fingerprint=second.fingerprint(),
+        idempotency_key="k-1",
+        now=NOW,
+    )
+    other, _, other_replayed = svc.reservation_create(
+        tenant=tenant,
+        request=first,
+        fingerprint=first.fingerprint(),
+        idempotency_key="k-2",
+        now=NOW,
+    )
+
+    # then each ran once: a key belongs to one operation, and keys do not share outcomes
+    assert (quote_replayed, booked_replayed, other_replayed) == (False, False, False)
+    assert len({quote.pk, booked.pk, other.pk}) == 3
+
+
+def test_a_booking_may_end_exactly_at_the_booking_horizon(tenant):
+    # given the clock on the hour and a 365-day horizon
+    CapacityPoolFactory(slug="pool-a", available_until=datetime(2029, 1, 1, tzinfo=UTC))
+    now = datetime(2026, 12, 1, 8, tzinfo=UTC)
+    end = now + timedelta(days=365)
+    request = svc.BookingRequest(
+        gpu_model="h100-sxm-80gb", gpu_count=8, start=end - 2 * HOUR, end=end
+    )
+
+    reservation, _, _ = svc.reservation_create(
+        tenant=tenant, request=request, fingerprint=request.fingerprint(), now=now
+    )
+
+    assert reservation.end == end
