@@ -75,7 +75,7 @@ def credit_note_create(
         amount=amount,
         currency=invoice.currency,
         reference=number,
-        memo=f"Credit note {number} on {invoice.number}: {memo}"[:500],
+        memo=f"Credit note {number} on {invoice.number}{f': {memo}' if memo else ''}"[:500],
     )
     events.credit_note_issued(note, now=now)
     if invoice.status == Invoice.Status.FINALIZED and settlement.due - amount <= 0:

@@ -141,3 +141,11 @@ def test_top_ups_add_prepaid_credit_once_per_reference(tenant):
 
     assert marketplace_selectors.ledger_balance(tenant=tenant) == Decimal("500.00")
     assert marketplace_selectors.credit_available(tenant=tenant) == credit_before + 500
+
+
+@pytest.mark.django_db
+def test_a_credit_note_without_a_memo_posts_a_clean_ledger_line(finalized):
+    note = credit_note_create(invoice_id=finalized.pk, amount=Decimal("1.00"), reason="goodwill")
+
+    entry = LedgerEntry.objects.get(kind="credit_note", reference=note.number)
+    assert entry.memo == f"Credit note {note.number} on {finalized.number}"
