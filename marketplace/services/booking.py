@@ -598,12 +598,16 @@ def holds_expire(*, now: datetime | None = None, batch_size: int = 500) -> int:
 
 
 def _advance(
-    due: QuerySet[Reservation], status: str, event_type: str, now: datetime, batch_size: int
+    due: QuerySet[Reservation],
+    changes: dict[str, object],
+    event_type: str,
+    now: datetime,
+    batch_size: int,
 ) -> int:
-    """Move the ``due`` reservations to ``status`` and record ``event_type`` for each, a batch
+    """Apply ``changes`` to the ``due`` reservations and record ``event_type`` for each, a batch
     per transaction. Rows are claimed with SKIP LOCKED, so two runs (or a booking holding a
-    row) never wait for each other; the update re-checks nothing because ``due`` is re-read
-    under the lock."""
+    row) never wait for each other, and ``due`` is re-read under the lock: a reservation
+    another run already moved is no longer due (compare-and-set)."""
     moved = 0
     while True:
         with transaction.atomic():
@@ -614,44 +618,14 @@ def _advance(
             )
             if not batch:
                 return moved
-            Reservation.objects.filter(pk__in=[r.pk for r in batch]).update(
-                status=status, updated_at=now
-            )
+            Reservation.objects.filter(pk__in=[r.pk for r in batch]).update(**changes)
             for reservation in batch:
-                reservation.status, reservation.updated_at = status, now
+                for field, value in changes.items():
+                    setattr(reservation, field, value)
             events.reservations_event(event_type, batch, now=now)
         moved += len(batch)
         if len(batch) < batch_size:
             return moved
-
-
-def _ending_soon(now: datetime, batch_size: int) -> int:
-    """Tell tenants which reservations end within their lead time, once per reservation."""
-    sent = 0
-    due = Reservation.objects.filter(
-        status__in=[Reservation.Status.CONFIRMED, Reservation.Status.ACTIVE],
-        ending_soon_notified_at__isnull=True,
-        end__gt=now,
-        end__lte=ExpressionWrapper(
-            Value(now) + F("tenant__ending_soon_lead"), output_field=DateTimeField()
-        ),
-    )
-    while True:
-        with transaction.atomic():
-            batch = list(
-                due.select_for_update(of=("self",), skip_locked=True)
-                .select_related(*RESERVATION_DISPLAY)
-                .order_by("pk")[:batch_size]
-            )
-            if not batch:
-                return sent
-            Reservation.objects.filter(pk__in=[r.pk for r in batch]).update(
-                ending_soon_notified_at=now
-            )
-            events.reservations_event("reservation.ending_soon", batch, now=now)
-        sent += len(batch)
-        if len(batch) < batch_size:
-            return sent
 
 
 def reservations_advance(*, now: datetime | None = None, batch_size: int = 500) -> dict[str, int]:
@@ -665,7 +639,7 @@ def reservations_advance(*, now: datetime | None = None, batch_size: int = 500) 
         Reservation.objects.filter(
             status__in=[Reservation.Status.CONFIRMED, Reservation.Status.ACTIVE], end__lte=now
         ),
-        Reservation.Status.COMPLETED,
+        {"status": Reservation.Status.COMPLETED, "updated_at": now},
         "reservation.ended",
         now,
         batch_size,
@@ -674,14 +648,29 @@ def reservations_advance(*, now: datetime | None = None, batch_size: int = 500) 
         Reservation.objects.filter(
             status=Reservation.Status.CONFIRMED, start__lte=now, end__gt=now
         ),
-        Reservation.Status.ACTIVE,
+        {"status": Reservation.Status.ACTIVE, "updated_at": now},
         "reservation.started",
+        now,
+        batch_size,
+    )
+    # Told once, within each tenant's lead time before the end.
+    ending_soon = _advance(
+        Reservation.objects.filter(
+            status__in=[Reservation.Status.CONFIRMED, Reservation.Status.ACTIVE],
+            ending_soon_notified_at__isnull=True,
+            end__gt=now,
+            end__lte=ExpressionWrapper(
+                Value(now) + F("tenant__ending_soon_lead"), output_field=DateTimeField()
+            ),
+        ),
+        {"ending_soon_notified_at": now},
+        "reservation.ending_soon",
         now,
         batch_size,
     )
     return {
         "activated": activated,
         "completed": completed,
-        "ending_soon": _ending_soon(now, batch_size),
+        "ending_soon": ending_soon,
         "expired": expired,
     }
