@@ -81,12 +81,19 @@ def delivery_list(
     return deliveries.order_by("-created_at", "-id")
 
 
+def numeric_id(value: object, missing: str) -> int:
+    """A path id as a database key, or NotFound(``missing``) for anything that is not one: a
+    malformed id is as absent as another tenant's."""
+    text = str(value)
+    if not (text.isascii() and text.isdigit() and len(text) <= 18):
+        raise NotFound(missing)
+    return int(text)
+
+
 def delivery_get(*, tenant_id: int, delivery_id: object) -> Delivery:
     """One of the tenant's deliveries with its attempts (oldest first). Raises NotFound for
     another tenant's delivery or an id that is not a number."""
-    delivery_id = str(delivery_id)
-    if not (delivery_id.isascii() and delivery_id.isdigit()) or len(delivery_id) > 18:
-        raise NotFound("No such webhook delivery.")
+    delivery_id = numeric_id(delivery_id, "No such webhook delivery.")
     try:
         return (
             _deliveries(tenant_id)
@@ -96,7 +103,7 @@ def delivery_get(*, tenant_id: int, delivery_id: object) -> Delivery:
                     queryset=DeliveryAttempt.objects.order_by("attempted_at", "id"),
                 )
             )
-            .get(pk=int(delivery_id))
+            .get(pk=delivery_id)
         )
     except Delivery.DoesNotExist:
         raise NotFound("No such webhook delivery.") from None

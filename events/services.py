@@ -22,6 +22,7 @@ from core.timeutils import utcnow
 from events import signing
 from events.addresses import url_check
 from events.models import Delivery, Event, EventSequence, WebhookEndpoint
+from events.selectors import numeric_id
 from events.types import EVENT_TYPES
 
 DESCRIPTION_MAX_LENGTH = 500
@@ -180,11 +181,9 @@ def _validate_endpoint(url: str, event_types: list[str], description: str) -> No
 
 def endpoint_get(*, tenant_id: int, endpoint_id: object) -> WebhookEndpoint:
     """Raises NotFound for another tenant's endpoint (a 404, never a 403)."""
-    text = str(endpoint_id)
-    if not (text.isascii() and text.isdigit() and len(text) <= 18):
-        raise NotFound("No such webhook endpoint.")
+    pk = numeric_id(endpoint_id, "No such webhook endpoint.")
     try:
-        return WebhookEndpoint.objects.get(pk=int(text), tenant_id=tenant_id)
+        return WebhookEndpoint.objects.get(pk=pk, tenant_id=tenant_id)
     except WebhookEndpoint.DoesNotExist:
         raise NotFound("No such webhook endpoint.") from None
 

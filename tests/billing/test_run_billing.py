@@ -1,10 +1,5 @@
 import io
-import os
-import subprocess
-import sys
-import textwrap
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -12,8 +7,7 @@ from django_celery_beat.models import PeriodicTask
 
 from billing.models import Invoice
 from tests.billing.conftest import at, reserve
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.sqlite_helpers import run_on_sqlite
 
 
 def run_billing(*args: str) -> str:
@@ -68,8 +62,7 @@ def test_the_billing_schedule_is_installed_and_editable_in_the_admin():
 
 def test_billing_runs_on_the_sqlite_development_setup(tmp_path):
     """`make run` uses SQLite and its beat calls the billing tasks: they must work there."""
-    script = textwrap.dedent(
-        """
+    script = """
         import io
         import django
         django.setup()
@@ -105,24 +98,7 @@ def test_billing_runs_on_the_sqlite_development_setup(tmp_path):
         for invoice in Invoice.objects.order_by("period_start"):
             print(invoice.number, invoice.status, invoice.lines.count())
         """
-    )
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "config.settings.local",
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
-        "CELERY_BROKER_URL": "memory://",
-        "DEBUG": "false",
-        "LOG_LEVEL": "ERROR",
-    }
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = run_on_sqlite(script, tmp_path)
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [

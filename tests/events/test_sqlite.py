@@ -1,17 +1,10 @@
 """`make run` uses SQLite: events are recorded, numbered and delivered there too."""
 
-import os
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.sqlite_helpers import run_on_sqlite
 
 
 def test_events_are_recorded_and_delivered_on_the_sqlite_development_setup(tmp_path):
-    script = textwrap.dedent(
-        """
+    script = """
         import django
         django.setup()
         import threading
@@ -49,26 +42,7 @@ def test_events_are_recorded_and_delivered_on_the_sqlite_development_setup(tmp_p
         print(len(received), len(set(received)) == 2)
         server.shutdown()
         """
-    )
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "config.settings.local",
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
-        "CELERY_BROKER_URL": "memory://",
-        "DEBUG": "false",
-        "LOG_LEVEL": "ERROR",
-        "WEBHOOK_CONCURRENCY": "1",
-    }
-
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = run_on_sqlite(script, tmp_path, WEBHOOK_CONCURRENCY="1")
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
