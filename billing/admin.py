@@ -1,6 +1,7 @@
 """Operator screens for billing. Invoices, usage and charges are read-only (issued documents
 never change; drafts are rebuilt from usage); payments, credit notes and top-ups are added
-through their services; the reports page has CSV downloads."""
+through their services; the SLA credit rules are edited here, the SLA credits and usage
+corrections the billing runs wrote are read-only; the reports page has CSV downloads."""
 
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -11,7 +12,8 @@ from django.db.models import DecimalField, OuterRef, QuerySet, Subquery, Sum, Va
 from django.db.models.functions import Coalesce
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
-from django.urls import path, reverse
+from django.urls import NoReverseMatch, path, reverse
+from django.utils.html import format_html
 
 from billing import selectors
 from billing.models import (
@@ -21,7 +23,10 @@ from billing.models import (
     InvoiceLine,
     Payment,
     RevenueReport,
+    SlaCredit,
+    SlaCreditRule,
     TenantAccount,
+    UsageCorrection,
     UsageRecord,
 )
 from billing.services import credit_notes, invoicing, payments, reports
@@ -310,6 +315,98 @@ class ChargeAdmin(ReadOnlyMixin, admin.ModelAdmin):
     list_filter = ["kind", "currency"]
     search_fields = ["reservation__id", "tenant__name"]
     list_select_related = ["tenant", "invoice", "reservation"]
+
+
+# --- SLA credits and usage corrections ---------------------------------------------------------
+
+
+def _link(obj: object | None) -> str:
+    """``obj`` as a link to its admin page (plain text when it has none)."""
+    if obj is None:
+        return "-"
+    meta = obj._meta
+    try:
+        url = reverse(f"admin:{meta.app_label}_{meta.model_name}_change", args=[obj.pk])
+    except NoReverseMatch:
+        return str(obj)
+    return format_html('<a href="{}">{}</a>', url, obj)
+
+
+@admin.register(SlaCreditRule)
+class SlaCreditRuleAdmin(admin.ModelAdmin):
+    """The SLA policy: a reservation delivered below an availability threshold in a month gets
+    the credit of the lowest threshold it falls under; one displaced by a recall inside the
+    pool's notice gets at least the short-notice percent. Applies to months not closed yet."""
+
+    list_display = ["kind", "below_percent", "credit_percent"]
+    list_filter = ["kind"]
+
+
+@admin.register(SlaCredit)
+class SlaCreditAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    """What each month's close credited: written by the finalize run, one per reservation and
+    month."""
+
+    list_display = [
+        "period_start",
+        "reservation",
+        "tenant_link",
+        "incident_link",
+        "promised_gpu_hours",
+        "delivered_gpu_hours",
+        "credit_percent",
+        "amount",
+        "currency",
+        "credit_note_link",
+    ]
+    list_filter = ["period_start", "currency"]
+    search_fields = ["reservation__id", "tenant__name", "credit_note__number"]
+    list_select_related = ["reservation", "tenant", "incident", "credit_note"]
+
+    @admin.display(description="Tenant", ordering="tenant__name")
+    def tenant_link(self, obj: SlaCredit) -> str:
+        return _link(obj.tenant)
+
+    @admin.display(description="Incident")
+    def incident_link(self, obj: SlaCredit) -> str:
+        return _link(obj.incident)
+
+    @admin.display(description="Credit note")
+    def credit_note_link(self, obj: SlaCredit) -> str:
+        return _link(obj.credit_note)
+
+
+@admin.register(UsageCorrection)
+class UsageCorrectionAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    """Incidents applied to usage metered before they were recorded: usage rows dropped from
+    drafts, or the credit note given on an issued invoice. Written by the metering run."""
+
+    list_display = [
+        "created_at",
+        "displacement",
+        "incident_link",
+        "tenant_link",
+        "usage_removed",
+        "credit_note_link",
+    ]
+    search_fields = ["displacement__reservation__id", "credit_note__number"]
+    list_select_related = [
+        "displacement__incident",
+        "displacement__reservation__tenant",
+        "credit_note",
+    ]
+
+    @admin.display(description="Incident")
+    def incident_link(self, obj: UsageCorrection) -> str:
+        return _link(obj.displacement.incident)
+
+    @admin.display(description="Tenant")
+    def tenant_link(self, obj: UsageCorrection) -> str:
+        return _link(obj.displacement.reservation.tenant)
+
+    @admin.display(description="Credit note")
+    def credit_note_link(self, obj: UsageCorrection) -> str:
+        return _link(obj.credit_note)
 
 
 # --- tenant accounts and top-ups -----------------------------------------------------------------

@@ -7,7 +7,9 @@
 2. ``Invoice`` rows, ascending pk;
 3. a ``DocumentSequence`` row (taken last and held only until commit: it serialises numbering).
 
-Metering takes only the ``MeteringCursor`` row and never any of the above."""
+Metering takes only the ``MeteringCursor`` row and never any of the above. The usage
+corrections run takes the cursor first and then the above in their order: nothing takes the
+cursor after any of them, so the two orders cannot cross."""
 
 from collections.abc import Iterable
 

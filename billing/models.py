@@ -31,7 +31,9 @@ class MeteringCursor(models.Model):
 
 
 class UsageRecord(models.Model):
-    """One delivered hour of one reservation: the idempotency key is (reservation, hour).
+    """One delivered hour of one reservation's placement: the idempotency key is
+    (reservation, hour, pool) — a reservation partly moved by an incident delivers an hour on
+    two pools.
 
     ``amount`` = ``unit_price`` x ``gpus`` and ``provider_cost`` = ``cost_per_gpu_hour`` x
     ``gpus``, both kept at four decimals; invoices round per line. ``invoice`` is the invoice
@@ -87,7 +89,9 @@ class UsageRecord(models.Model):
             ),
         ]
         constraints = [
-            models.UniqueConstraint(fields=["reservation", "hour"], name="usage_unique_hour"),
+            models.UniqueConstraint(
+                fields=["reservation", "hour", "pool"], name="usage_unique_hour"
+            ),
             models.CheckConstraint(condition=Q(gpus__gt=0), name="usage_gpus_positive"),
             models.CheckConstraint(
                 condition=Q(
@@ -387,6 +391,113 @@ class Payment(ImmutableAfterIssue):
 
     def __str__(self) -> str:
         return f"{self.amount} {self.currency} ({self.reference})"
+
+
+class SlaCreditRule(models.Model):
+    """The SLA policy as data. ``availability`` rules: a reservation whose delivered share of
+    promised GPU-hours in a month is below ``below_percent`` gets ``credit_percent`` of that
+    month's charge for it (the lowest tier it falls under wins). ``short_notice_recall``: a
+    reservation displaced by a recall recorded inside the pool's notice gets at least
+    ``credit_percent``. Re-placed hours count as delivered."""
+
+    class Kind(models.TextChoices):
+        AVAILABILITY = "availability", "Availability below"
+        SHORT_NOTICE_RECALL = "short_notice_recall", "Recall inside the notice"
+
+    kind = models.CharField(max_length=30, choices=Kind.choices)
+    below_percent = models.DecimalField(
+        max_digits=6,
+        decimal_places=3,
+        null=True,
+        blank=True,
+        help_text="Availability rules: delivered / promised GPU-hours below this, in percent.",
+    )
+    credit_percent = models.DecimalField(
+        max_digits=5, decimal_places=2, help_text="Of the month's charge for the reservation."
+    )
+
+    class Meta:
+        ordering = ["kind", "-below_percent"]
+        verbose_name = "SLA credit rule"
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(kind__in=["availability", "short_notice_recall"]),
+                name="sla_rule_kind_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(kind="availability", below_percent__gt=0, below_percent__lte=100)
+                | Q(kind="short_notice_recall", below_percent__isnull=True),
+                name="sla_rule_threshold_fits_kind",
+            ),
+            models.CheckConstraint(
+                condition=Q(credit_percent__gt=0, credit_percent__lte=100),
+                name="sla_rule_credit_range",
+            ),
+            models.UniqueConstraint(
+                fields=["kind", "below_percent"], name="sla_rule_unique_threshold"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        if self.kind == self.Kind.AVAILABILITY:
+            return f"below {self.below_percent} %: {self.credit_percent} % credit"
+        return f"recall inside the notice: {self.credit_percent} % credit"
+
+
+class SlaCredit(models.Model):
+    """One reservation's SLA credit for one month: what was promised and delivered, the rule's
+    percent and the amount, on the credit note that gave it. Unique per reservation and
+    month, so closing a month twice credits nothing twice."""
+
+    reservation = models.ForeignKey(Reservation, on_delete=models.PROTECT, related_name="+")
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="sla_credits")
+    period_start = models.DateTimeField()
+    incident = models.ForeignKey(
+        "capacity.Incident", on_delete=models.PROTECT, related_name="sla_credits"
+    )
+    promised_gpu_hours = models.PositiveIntegerField()
+    delivered_gpu_hours = models.PositiveIntegerField()
+    credit_percent = models.DecimalField(max_digits=5, decimal_places=2)
+    amount = models.DecimalField(max_digits=14, decimal_places=2)
+    currency = models.CharField(max_length=3, choices=CURRENCY_CHOICES)
+    credit_note = models.ForeignKey(
+        "CreditNote", on_delete=models.PROTECT, null=True, blank=True, related_name="sla_credits"
+    )
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-period_start", "reservation_id"]
+        verbose_name = "SLA credit"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["reservation", "period_start"], name="sla_credit_unique_month"
+            ),
+            models.CheckConstraint(
+                condition=Q(delivered_gpu_hours__lte=F("promised_gpu_hours")),
+                name="sla_credit_delivered_within_promised",
+            ),
+            models.CheckConstraint(condition=Q(amount__gte=0), name="sla_credit_nonnegative"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.reservation_id} {self.period_start:%Y-%m}: {self.amount} {self.currency}"
+
+
+class UsageCorrection(models.Model):
+    """Billing has applied one displacement to the usage: hours metered before an incident
+    took them away are dropped from drafts, or credited when already on an issued invoice."""
+
+    displacement = models.OneToOneField(
+        "marketplace.Displacement", on_delete=models.PROTECT, related_name="usage_correction"
+    )
+    usage_removed = models.PositiveIntegerField(default=0)
+    credit_note = models.ForeignKey(
+        "CreditNote", on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"displacement {self.displacement_id}: {self.usage_removed} usage rows"
 
 
 class TenantAccount(Tenant):

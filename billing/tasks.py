@@ -1,13 +1,16 @@
 """Beat tasks: thin wrappers around the billing services. All three are idempotent (unique
-keys, compare-and-set on invoice status under a tenant lock), so ``acks_late`` is safe: a
-worker that dies mid-task has its message redelivered and the re-run finishes the job."""
+keys, compare-and-set on invoice status under a tenant lock, one usage correction per
+displacement, one SLA credit per reservation and month), so ``acks_late`` is safe: a worker
+that dies mid-task has its message redelivered and the re-run finishes the job."""
 
 from datetime import UTC, datetime
 
 from celery import shared_task
 
+from billing.services.corrections import usage_corrections_apply
 from billing.services.invoicing import invoices_draft, invoices_finalize_due
 from billing.services.metering import meter_usage
+from billing.services.sla import sla_credits_issue
 
 
 def _moment(value: str | None) -> datetime | None:
@@ -19,13 +22,18 @@ def _moment(value: str | None) -> datetime | None:
 
 
 @shared_task(acks_late=True)
-def meter_usage_task(until: str | None = None) -> dict[str, int | str]:
-    """Hourly: record the delivered hours up to now (back-fills anything missed)."""
-    result = meter_usage(until=_moment(until))
+def meter_usage_task(until: str | None = None) -> dict[str, object]:
+    """Hourly: record the delivered hours up to now (back-fills anything missed), then apply
+    the incidents recorded after their hours were metered (usage corrections)."""
+    moment = _moment(until)
+    result = meter_usage(until=moment)
+    corrected = usage_corrections_apply(now=moment)
     return {
         "until": result.until.isoformat(),
         "usage_created": result.usage_created,
         "charges_created": result.charges_created,
+        "displacements_corrected": corrected.done,
+        "failed": corrected.failed,
     }
 
 
@@ -38,6 +46,13 @@ def draft_invoices_task(now: str | None = None) -> dict[str, object]:
 
 @shared_task(acks_late=True)
 def finalize_invoices_task(now: str | None = None) -> dict[str, object]:
-    """Daily: issue the drafts whose month ended more than BILLING_GRACE_DAYS ago."""
-    result = invoices_finalize_due(now=_moment(now))
-    return {"finalized": result.done, "failed": result.failed}
+    """Daily: issue the drafts whose month ended more than BILLING_GRACE_DAYS ago, then the SLA
+    credit notes of the months they close."""
+    moment = _moment(now)
+    result = invoices_finalize_due(now=moment)
+    credited = sla_credits_issue(now=moment)
+    return {
+        "finalized": result.done,
+        "sla_credit_notes": credited.done,
+        "failed": result.failed + credited.failed,
+    }

@@ -1,15 +1,18 @@
 """Operator screens for the supply side. Edits that change capacity go through the services so
-the ledger follows (and refuses changes that would strand booked GPUs)."""
+the ledger follows (and refuses pool edits that would strand booked GPUs). Incidents are
+recorded on the marketplace's incident screen, which also moves the reservations they hit."""
 
 import copy
 
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
+from django.db.models import F, Q
 
 from capacity import selectors, services
-from capacity.models import CapacityPool, GpuModel, MaintenanceWindow, PoolHour, Provider, Region
+from capacity.models import CapacityPool, GpuModel, Incident, PoolHour, Provider, Region
 from core.errors import ApplicationError
+from core.timeutils import utcnow
 
 
 class RegionInline(admin.TabularInline):
@@ -47,16 +50,27 @@ class GpuModelAdmin(admin.ModelAdmin):
     prepopulated_fields = {"slug": ["name"]}
 
 
-class MaintenanceInline(admin.TabularInline):
-    model = MaintenanceWindow
+class OpenIncidentInline(admin.TabularInline):
+    """The pool's open and coming incidents; recorded and closed on the incident screen."""
+
+    model = Incident
+    verbose_name_plural = "open and coming incidents"
     extra = 0
-    fields = ["kind", "start", "end", "gpus", "reason"]
+    fields = ["kind", "gpus", "start", "end", "reason", "short_notice"]
     readonly_fields = fields
     can_delete = False
     show_change_link = True
 
     def has_add_permission(self, request, obj=None) -> bool:
         return False
+
+    def get_queryset(self, request):
+        # Open, in progress or coming; not closed, past or withdrawn (end == start).
+        return (
+            super()
+            .get_queryset(request)
+            .filter(Q(end__isnull=True) | (Q(end__gt=utcnow()) & Q(end__gt=F("start"))))
+        )
 
 
 class CapacityPoolForm(forms.ModelForm):
@@ -68,6 +82,7 @@ class CapacityPoolForm(forms.ModelForm):
             "region",
             "gpu_model",
             "tier",
+            "recall_notice_hours",
             "status",
             "external_id",
             "gpus_per_node",
@@ -97,7 +112,8 @@ class CapacityPoolForm(forms.ModelForm):
             if short is not None:
                 raise ValidationError(
                     f"{short.booked} GPUs are booked at {short.hour:%Y-%m-%d %H:00} UTC but only "
-                    f"{short.capacity} would remain. Cancel or move those reservations first.",
+                    f"{short.capacity} would remain. Record an incident (provider reclaim) to "
+                    "move those reservations, or cancel them first.",
                     code="capacity_in_use",
                 )
         return cleaned
@@ -125,12 +141,23 @@ class CapacityPoolAdmin(admin.ModelAdmin):
     search_fields = ["slug", "name", "external_id", "region__code"]
     list_select_related = ["gpu_model", "region__provider"]
     readonly_fields = ["total_gpus", "created_at", "updated_at"]
-    inlines = [MaintenanceInline]
+    inlines = [OpenIncidentInline]
     actions = ["mark_draining", "mark_active"]
     fieldsets = [
         (
             None,
-            {"fields": ["slug", "name", "region", "gpu_model", "tier", "status", "external_id"]},
+            {
+                "fields": [
+                    "slug",
+                    "name",
+                    "region",
+                    "gpu_model",
+                    "tier",
+                    "recall_notice_hours",
+                    "status",
+                    "external_id",
+                ]
+            },
         ),
         (
             "Size",
@@ -188,68 +215,11 @@ class CapacityPoolAdmin(admin.ModelAdmin):
         self.message_user(request, f"{queryset.count()} pool(s) now active.")
 
 
-class MaintenanceWindowForm(forms.ModelForm):
-    class Meta:
-        model = MaintenanceWindow
-        fields = ["pool", "kind", "start", "end", "gpus", "reason"]
-
-    def clean(self) -> dict:
-        cleaned = super().clean()
-        if self.instance.pk is None and not self.errors and cleaned["end"] > cleaned["start"]:
-            window = MaintenanceWindow(**{k: cleaned[k] for k in ("start", "end", "gpus")})
-            short = selectors.capacity_shortfall(cleaned["pool"], window)
-            if short is not None:
-                raise ValidationError(
-                    f"{short.booked} GPUs are booked at {short.hour:%Y-%m-%d %H:00} UTC but only "
-                    f"{short.capacity} would remain. Cancel or move those reservations first.",
-                    code="capacity_in_use",
-                )
-        return cleaned
-
-
-@admin.register(MaintenanceWindow)
-class MaintenanceWindowAdmin(admin.ModelAdmin):
-    form = MaintenanceWindowForm
-    list_display = ["pool", "kind", "start", "end", "gpus", "reason"]
-    list_filter = ["kind", "pool__region__provider"]
-    search_fields = ["pool__slug", "reason"]
-    list_select_related = ["pool"]
-    date_hierarchy = "start"
-
-    def get_readonly_fields(self, request, obj=None):
-        # A window changes the ledger: edit by deleting and creating anew.
-        return ["pool", "kind", "start", "end", "gpus"] if obj else []
-
-    def save_model(self, request, obj: MaintenanceWindow, form, change: bool) -> None:
-        if change:
-            obj.save(update_fields=["reason"])
-            return
-        try:
-            created = services.maintenance_window_create(
-                pool=obj.pool,
-                start=obj.start,
-                end=obj.end,
-                gpus=obj.gpus,
-                kind=obj.kind,
-                reason=obj.reason,
-            )
-            obj.pk = created.pk
-        except ApplicationError as exc:
-            self.message_user(request, f"Not saved: {exc.detail}", level=messages.ERROR)
-
-    def delete_model(self, request, obj: MaintenanceWindow) -> None:
-        services.maintenance_window_delete(window=obj)
-
-    def delete_queryset(self, request, queryset) -> None:
-        for window in queryset:
-            services.maintenance_window_delete(window=window)
-
-
 @admin.register(PoolHour)
 class PoolHourAdmin(admin.ModelAdmin):
     """The capacity ledger, read-only: it is written by bookings and capacity changes only."""
 
-    list_display = ["pool", "hour", "capacity", "booked", "free"]
+    list_display = ["pool", "hour", "capacity", "booked", "free", "excess"]
     list_filter = ["pool__gpu_model", "pool"]
     list_select_related = ["pool"]
     date_hierarchy = "hour"

@@ -14,3 +14,8 @@ class InsufficientCapacity(Conflict):
 class InvalidWindow(ApplicationError):
     code = "invalid_window"
     default_detail = "The time window is not valid."
+
+
+class InvalidIncident(ApplicationError):
+    code = "invalid_incident"
+    default_detail = "The incident is not valid."

@@ -6,7 +6,8 @@ from decimal import Decimal
 
 from django.core.validators import MinValueValidator
 from django.db import models
-from django.db.models import F, Q
+from django.db.models import F, Q, Value
+from django.db.models.functions import Greatest
 
 from core.money import CURRENCY_CHOICES
 
@@ -125,7 +126,15 @@ class CapacityPool(models.Model):
     price_per_gpu_hour = models.DecimalField(
         max_digits=12, decimal_places=4, help_text="List price to tenants."
     )
-    tier = models.CharField(max_length=10, choices=Tier.choices, default=Tier.PRIMARY)
+    tier = models.CharField(
+        max_length=10,
+        choices=Tier.choices,
+        default=Tier.PRIMARY,
+        help_text="Backup capacity is sold as recallable: the owner may take it back.",
+    )
+    recall_notice_hours = models.PositiveIntegerField(
+        default=2, help_text="Backup tier: the notice tenants get before a recall."
+    )
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACTIVE)
     external_id = models.CharField(
         max_length=200, blank=True, help_text="The provider catalogue's id, for inventory sync."
@@ -181,63 +190,126 @@ class CapacityPool(models.Model):
         return 1 if self.allow_partial_nodes else self.gpus_per_node
 
     @property
+    def recallable(self) -> bool:
+        return self.tier == self.Tier.BACKUP
+
+    @property
     def margin_per_gpu_hour(self) -> Decimal:
         return self.price_per_gpu_hour - self.cost_per_gpu_hour
 
 
-class MaintenanceWindow(models.Model):
-    """GPUs taken out of a pool for whole hours: planned maintenance or a known outage."""
+class Incident(models.Model):
+    """GPUs of a pool out of service for whole UTC hours: a failure, a recall of backup capacity,
+    a provider taking servers back, or planned maintenance.
+
+    ``end`` is empty while the incident is open: the GPUs are out from ``start`` until it is
+    closed. Recording an incident never fails because GPUs are booked: the capacity ledger
+    lowers ``capacity`` at once and marks the booked GPUs that no longer fit as ``excess``;
+    the marketplace then moves or shrinks those reservations (``displaced_at`` once done)."""
 
     class Kind(models.TextChoices):
-        MAINTENANCE = "maintenance", "Planned maintenance"
         OUTAGE = "outage", "Outage"
+        RECALL = "recall", "Backup recall"
+        PROVIDER_RECLAIM = "provider_reclaim", "Provider reclaim"
+        MAINTENANCE = "maintenance", "Planned maintenance"
 
-    pool = models.ForeignKey(CapacityPool, on_delete=models.CASCADE, related_name="maintenance")
-    kind = models.CharField(max_length=20, choices=Kind.choices, default=Kind.MAINTENANCE)
-    start = models.DateTimeField()
-    end = models.DateTimeField()
-    gpus = models.PositiveIntegerField(help_text="GPUs out of service during the window.")
+    pool = models.ForeignKey(CapacityPool, on_delete=models.PROTECT, related_name="incidents")
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    gpus = models.PositiveIntegerField(help_text="GPUs out of service during the incident.")
+    start = models.DateTimeField(help_text="First hour out (UTC); may lie in the past.")
+    end = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="First hour back (UTC); empty while the incident is open. Equal to the start "
+        "once withdrawn before it began.",
+    )
     reason = models.CharField(max_length=500, blank=True)
+    recorded_by = models.CharField(max_length=200, blank=True)
+    short_notice = models.BooleanField(
+        default=False,
+        help_text="A recall recorded with less than the pool's recall notice before it starts.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+    displaced_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the reservations it displaced were all dealt with."
+    )
 
     class Meta:
-        ordering = ["pool", "start"]
-        indexes = [models.Index(fields=["pool", "start", "end"], name="maint_pool_window_idx")]
+        ordering = ["-start", "pk"]
+        indexes = [
+            models.Index(fields=["pool", "start", "end"], name="incident_pool_window_idx"),
+            models.Index(
+                fields=["start"],
+                condition=Q(displaced_at__isnull=True),
+                name="incident_pending_idx",
+            ),
+        ]
         constraints = [
-            models.CheckConstraint(condition=Q(end__gt=F("start")), name="maint_window_ordered"),
-            models.CheckConstraint(condition=Q(gpus__gt=0), name="maint_gpus_positive"),
+            models.CheckConstraint(
+                condition=Q(end__isnull=True) | Q(end__gte=F("start")),
+                name="incident_window_ordered",
+            ),
+            models.CheckConstraint(condition=Q(gpus__gt=0), name="incident_gpus_positive"),
+            models.CheckConstraint(
+                condition=Q(kind__in=["outage", "recall", "provider_reclaim", "maintenance"]),
+                name="incident_kind_valid",
+            ),
         ]
 
     def __str__(self) -> str:
-        return (
-            f"{self.pool.slug} {self.start:%Y-%m-%d %H:%M}–{self.end:%Y-%m-%d %H:%M} ({self.gpus})"
-        )
+        until = f"{self.end:%Y-%m-%d %H:%M}" if self.end else "open"
+        return f"#{self.pk} {self.kind} on {self.pool.slug}, {self.start:%Y-%m-%d %H:%M}–{until}"
+
+    @property
+    def is_open(self) -> bool:
+        return self.end is None
+
+    def covers(self, hour) -> bool:
+        return self.start <= hour and (self.end is None or hour < self.end)
 
 
 class PoolHour(models.Model):
     """The capacity ledger: one row per pool and UTC hour that anyone has tried to book.
 
-    ``capacity`` is what may be sold in that hour (total − hold-back − maintenance, zero outside
-    the contract window); ``booked`` is the sum of ``gpu_count`` of the reservations whose
-    ``[start, capacity_until)`` covers the hour (live ones, and the delivered hours of finished
-    or cancelled ones). The CHECK constraints make overbooking impossible whatever code writes
-    the row; rows are created lazily and locked in (pool, hour) order (see capacity/locks.py)."""
+    ``capacity`` is what may be sold in that hour (total − hold-back − incidents, zero outside
+    the contract window); ``booked`` is the sum of ``gpus`` of the reservation placements that
+    cover the hour (live ones, and the delivered hours of finished or cancelled ones).
+
+    ``excess`` is what an incident left booked beyond capacity, waiting to be moved: always
+    ``max(0, booked - capacity)`` (a CHECK), set when capacity changes and falling as GPUs are
+    released. A claim adds to ``booked`` only, so in an hour over capacity it breaks that
+    CHECK: no booking lands there. The CHECK constraints make overbooking impossible whatever
+    code writes the row; rows are created lazily and locked in (pool, hour) order (see
+    capacity/locks.py)."""
 
     pool = models.ForeignKey(CapacityPool, on_delete=models.CASCADE, related_name="hours")
     hour = models.DateTimeField()
     capacity = models.IntegerField()
     booked = models.IntegerField(default=0)
+    excess = models.IntegerField(
+        default=0, help_text="Booked GPUs beyond capacity after an incident, not yet moved."
+    )
 
     class Meta:
         ordering = ["pool", "hour"]
+        indexes = [
+            models.Index(
+                fields=["pool", "hour"], condition=Q(excess__gt=0), name="poolhour_excess_idx"
+            ),
+        ]
         constraints = [
             models.UniqueConstraint(fields=["pool", "hour"], name="poolhour_unique_hour"),
             models.CheckConstraint(
                 condition=Q(capacity__gte=0), name="poolhour_capacity_nonnegative"
             ),
             models.CheckConstraint(condition=Q(booked__gte=0), name="poolhour_booked_nonnegative"),
+            # Booked beyond capacity only as the recorded excess of an incident: a claim adds
+            # to ``booked`` alone, so in an hour at or over capacity it breaks this; a release
+            # that does not pay the excess off breaks it too.
             models.CheckConstraint(
-                condition=Q(booked__lte=F("capacity")), name="poolhour_never_overbooked"
+                condition=Q(excess=Greatest(Value(0), F("booked") - F("capacity"))),
+                name="poolhour_never_overbooked",
             ),
         ]
 
@@ -246,4 +318,4 @@ class PoolHour(models.Model):
 
     @property
     def free(self) -> int:
-        return self.capacity - self.booked
+        return max(0, self.capacity - self.booked)

@@ -2,9 +2,9 @@
 
 from datetime import UTC, datetime
 
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 
-from capacity.models import CapacityPool, MaintenanceWindow, PoolHour
+from capacity.models import CapacityPool, Incident, PoolHour
 from core.timeutils import HOUR, floor_hour, hour_range, utcnow
 
 
@@ -12,28 +12,28 @@ def pool_list() -> QuerySet[CapacityPool]:
     return CapacityPool.objects.select_related("region__provider", "gpu_model")
 
 
-def capacity_for_hours(
-    pool: CapacityPool, hours: list[datetime], extra_windows: list[MaintenanceWindow] = ()
-) -> dict[datetime, int]:
+def incidents_overlapping(pool_id: int, start: datetime, end: datetime) -> QuerySet[Incident]:
+    """The pool's incidents that cover some hour of [start, end) (open ones run on)."""
+    return Incident.objects.filter(pool_id=pool_id, start__lt=end).filter(
+        Q(end__isnull=True) | Q(end__gt=start)
+    )
+
+
+def capacity_for_hours(pool: CapacityPool, hours: list[datetime]) -> dict[datetime, int]:
     """Sellable GPUs of ``pool`` in each of ``hours`` (UTC hour starts), before any booking.
 
-    Zero outside the contract window; the hold-back and maintenance windows are subtracted
-    (never below zero)."""
+    Zero outside the contract window; the hold-back and the incidents covering the hour are
+    subtracted (never below zero)."""
     if not hours:
         return {}
-    windows = [
-        *MaintenanceWindow.objects.filter(
-            pool=pool, start__lt=max(hours) + HOUR, end__gt=min(hours)
-        ),
-        *extra_windows,
-    ]
+    incidents = list(incidents_overlapping(pool.pk, min(hours), max(hours) + HOUR))
     sellable = pool.sellable_gpus
     result = {}
     for hour in hours:
         if hour < pool.available_from or hour + HOUR > pool.available_until:
             result[hour] = 0
             continue
-        out = sum(w.gpus for w in windows if w.start <= hour < w.end)
+        out = sum(incident.gpus for incident in incidents if incident.covers(hour))
         result[hour] = max(0, sellable - out)
     return result
 
@@ -43,7 +43,7 @@ def free_by_hour(pool: CapacityPool, start: datetime, end: datetime) -> list[int
     the computed capacity where nobody has booked yet."""
     start, end = start.astimezone(UTC), end.astimezone(UTC)  # UTC hours, not wall-clock ones
     ledger = {
-        hour: capacity - booked
+        hour: max(0, capacity - booked)
         for hour, capacity, booked in PoolHour.objects.filter(
             pool=pool, hour__gte=start, hour__lt=end
         ).values_list("hour", "capacity", "booked")
@@ -65,26 +65,28 @@ def ledger_open_from(now: datetime | None = None) -> datetime:
     return floor_hour(utcnow() if now is None else now)
 
 
-def capacity_shortfall(
-    pool: CapacityPool,
-    new_window: MaintenanceWindow | None = None,
-    *,
-    now: datetime | None = None,
-) -> PoolHour | None:
+def capacity_shortfall(pool: CapacityPool, *, now: datetime | None = None) -> PoolHour | None:
     """The first ledger hour, from the hour in progress at ``now`` on, whose booked GPUs would
-    exceed the capacity that ``pool`` (possibly edited in memory, not yet saved) with
-    ``new_window`` would give, or None when every booking still fits. Earlier hours are
-    history, which a capacity change leaves as it is."""
-    rows = PoolHour.objects.filter(
-        pool_id=pool.pk, booked__gt=0, hour__gte=ledger_open_from(now)
-    ).order_by("hour")
-    if new_window is not None:
-        rows = rows.filter(hour__gte=new_window.start, hour__lt=new_window.end)
-    rows = list(rows)
-    extra = [new_window] if new_window is not None else []
-    capacity = capacity_for_hours(pool, [row.hour for row in rows], extra)
+    exceed the capacity that ``pool`` (possibly edited in memory, not yet saved) would give,
+    or None when every booking still fits. Earlier hours are history, which a pool edit
+    leaves as it is."""
+    rows = list(
+        PoolHour.objects.filter(
+            pool_id=pool.pk, booked__gt=0, hour__gte=ledger_open_from(now)
+        ).order_by("hour")
+    )
+    capacity = capacity_for_hours(pool, [row.hour for row in rows])
     for row in rows:
         if capacity[row.hour] < row.booked:
             row.capacity = capacity[row.hour]
             return row
     return None
+
+
+def excess_hours(pool_id: int, start: datetime, end: datetime | None) -> QuerySet[PoolHour]:
+    """Ledger hours of the pool in [start, end) (``end`` None: from ``start`` on) where booked
+    GPUs exceed capacity after an incident and still wait to be moved."""
+    rows = PoolHour.objects.filter(pool_id=pool_id, excess__gt=0, hour__gte=start)
+    if end is not None:
+        rows = rows.filter(hour__lt=end)
+    return rows.order_by("hour")

@@ -1,18 +1,22 @@
 """Writes to the capacity catalogue and to the capacity ledger.
 
 The ledger functions (``capacity_claim`` / ``capacity_release``) are the only code that changes
-``PoolHour.booked``; marketplace calls them inside its own booking transaction."""
+``PoolHour.booked``; marketplace calls them inside its own booking transaction. Incidents
+lower capacity here and never fail because GPUs are booked: what no longer fits is marked
+``excess`` for the marketplace to move (capacity knows nothing of reservations)."""
 
-from datetime import UTC, datetime
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
 
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q, Value
+from django.db.models.functions import Greatest, Least
 
 from capacity import locks
-from capacity.errors import CapacityInUse, InsufficientCapacity, InvalidWindow
-from capacity.models import CapacityPool, MaintenanceWindow, PoolHour
+from capacity.errors import CapacityInUse, InsufficientCapacity, InvalidIncident, InvalidWindow
+from capacity.models import CapacityPool, Incident, PoolHour
 from capacity.selectors import capacity_for_hours, ledger_open_from
-from core.timeutils import hour_range, is_whole_hour
+from core.timeutils import ceil_hour, hour_range, is_whole_hour, utcnow
 
 # Fields an operator may change on a pool; capacity-affecting ones trigger a ledger refresh.
 POOL_CAPACITY_FIELDS = {
@@ -69,101 +73,231 @@ def capacity_claim(*, pool_id: int, start: datetime, end: datetime, gpus: int) -
 
 
 def capacity_release(*, pool_id: int, start: datetime, end: datetime, gpus: int) -> None:
-    """Give back ``gpus`` in every hour of [start, end). Inside the caller's transaction."""
+    """Give back ``gpus`` in every hour of [start, end). Inside the caller's transaction.
+
+    In an hour an incident overbooked, the released GPUs first pay off its ``excess``."""
     start, end = start.astimezone(UTC), end.astimezone(UTC)
     if start >= end:
         return
     rows = locks.pool_hours_lock([pool_id], start, end)
-    PoolHour.objects.filter(pk__in=[row.pk for row in rows]).update(booked=F("booked") - gpus)
+    PoolHour.objects.filter(pk__in=[row.pk for row in rows]).update(
+        booked=F("booked") - gpus,
+        # SET sees the row as it was: the excess left is what is still booked beyond capacity.
+        excess=Greatest(Value(0), Least(F("excess"), F("booked") - gpus - F("capacity"))),
+    )
+
+
+def ledger_shift(deltas: dict[tuple[int, datetime], int]) -> None:
+    """Add ``delta`` GPUs to ``booked`` of each (pool id, hour) row — rows the caller locked with
+    ``ledger_lock`` and checked for room. Rows sharing a pool and delta change in one UPDATE.
+    Released GPUs pay off an hour's ``excess`` first; the CHECK constraints refuse any claim
+    beyond capacity, whatever the caller checked."""
+    groups: dict[tuple[int, int], list[datetime]] = {}
+    for (pool_id, hour), delta in deltas.items():
+        if delta:
+            groups.setdefault((pool_id, delta), []).append(hour)
+    for (pool_id, delta), hours in sorted(groups.items()):
+        rows = PoolHour.objects.filter(pool_id=pool_id, hour__in=hours)
+        if delta > 0:
+            rows.update(booked=F("booked") + delta)
+        else:
+            rows.update(
+                booked=F("booked") + delta,
+                excess=Greatest(Value(0), Least(F("excess"), F("booked") + delta - F("capacity"))),
+            )
+
+
+def ledger_lock(spans: Iterable[tuple[int, datetime, datetime]]) -> list[PoolHour]:
+    """Create the missing ledger rows of every ``(pool_id, start, end)`` span, then lock all
+    of them in one statement in ascending (pool, hour) order: what a transaction that changes
+    several pools (a reservation moved off a failed pool) takes before it claims or releases,
+    so it can never deadlock with a booking or another move."""
+    spans = sorted(
+        (pool_id, start.astimezone(UTC), end.astimezone(UTC)) for pool_id, start, end in spans
+    )
+    spans = [span for span in spans if span[1] < span[2]]
+    if not spans:
+        return []
+    for pool_id, start, end in spans:  # pool locks (if any) in ascending id order, before rows
+        _ensure_pool_hours(pool_id, start, end)
+    where = Q()
+    for pool_id, start, end in spans:
+        where |= Q(pool_id=pool_id, hour__gte=start, hour__lt=end)
+    return list(
+        PoolHour.objects.filter(where).order_by("pool_id", "hour").select_for_update(of=("self",))
+    )
 
 
 def _refresh_ledger(
     pool: CapacityPool,
-    now: datetime | None,
-    start: datetime | None = None,
+    start: datetime,
     end: datetime | None = None,
-) -> None:
-    """Recompute ``capacity`` of the pool's ledger rows from the hour in progress on, within
-    [start, end) when given (the pool row must be locked).
-
-    Earlier rows are history: they keep the capacity their hour had, so a pool can shrink
-    below its past peak and a window reaching back in time does not rewrite them."""
-    rows = PoolHour.objects.filter(pool=pool, hour__gte=ledger_open_from(now)).order_by("hour")
-    if start is not None:
-        rows = rows.filter(hour__gte=start, hour__lt=end)
+    *,
+    strict: bool = False,
+) -> int:
+    """Recompute ``capacity`` of the pool's ledger rows in [start, end) (``end`` None: from
+    ``start`` on) from the pool and its incidents; the pool row must be locked. Booked GPUs
+    that no longer fit become ``excess``; with ``strict`` (a pool edit) that is refused with
+    CapacityInUse instead. Returns how many GPU-hours are now in excess."""
+    rows = PoolHour.objects.filter(pool=pool, hour__gte=start).order_by("hour")
+    if end is not None:
+        rows = rows.filter(hour__lt=end)
     rows = list(rows.select_for_update(of=("self",)))
     if not rows:
-        return
+        return 0
     capacity = capacity_for_hours(pool, [row.hour for row in rows])
     changed = []
     for row in rows:
         new_capacity = capacity[row.hour]
-        if new_capacity < row.booked:
+        if strict and new_capacity < row.booked:
             raise CapacityInUse(
                 f"{row.booked} GPUs are booked at {row.hour:%Y-%m-%dT%H:00Z} but only "
-                f"{new_capacity} would remain. Cancel or move those reservations first.",
+                f"{new_capacity} would remain. Record an incident to move those reservations, "
+                "or cancel them first.",
                 extra={
                     "hour": row.hour.isoformat(),
                     "booked_gpus": row.booked,
                     "capacity_gpus": new_capacity,
                 },
             )
-        if new_capacity != row.capacity:
-            row.capacity = new_capacity
+        excess = max(0, row.booked - new_capacity)
+        if (new_capacity, excess) != (row.capacity, row.excess):
+            row.capacity, row.excess = new_capacity, excess
             changed.append(row)
-    PoolHour.objects.bulk_update(changed, ["capacity"], batch_size=1000)
+    PoolHour.objects.bulk_update(changed, ["capacity", "excess"], batch_size=1000)
+    return sum(row.excess for row in rows)
 
 
-def _validate_window(start: datetime, end: datetime) -> None:
-    errors = {}
-    for name, value in (("start", start), ("end", end)):
-        if value.tzinfo is None:
-            errors[name] = [{"code": "naive_datetime", "message": "Give a UTC offset."}]
-        elif not _on_utc_hour(value):
-            errors[name] = [{"code": "not_whole_hour", "message": "Must fall on a whole hour."}]
-    if errors:
-        raise InvalidWindow("Windows start and end on whole UTC hours.", fields=errors)
-    if end.astimezone(UTC) <= start.astimezone(UTC):
-        raise InvalidWindow(
-            "The window must end after it starts.",
-            fields={"end": [{"code": "before_start", "message": "Must be after start."}]},
-        )
+def _validate_hour(name: str, value: datetime) -> dict:
+    if value.tzinfo is None:
+        return {name: [{"code": "naive_datetime", "message": "Give a UTC offset."}]}
+    if not _on_utc_hour(value):
+        return {name: [{"code": "not_whole_hour", "message": "Must fall on a whole UTC hour."}]}
+    return {}
 
 
 @transaction.atomic
-def maintenance_window_create(
+def incident_open(
     *,
     pool: CapacityPool,
-    start: datetime,
-    end: datetime,
+    kind: str,
     gpus: int,
-    kind: str = MaintenanceWindow.Kind.MAINTENANCE,
+    start: datetime,
+    end: datetime | None = None,
     reason: str = "",
+    recorded_by: str = "",
     now: datetime | None = None,
-) -> MaintenanceWindow:
-    """Take ``gpus`` out of the pool for [start, end).
+) -> Incident:
+    """Take ``gpus`` of the pool out of service for [start, end) (``end`` None: until closed).
 
-    The ledger follows from the hour in progress at ``now`` on; earlier hours are history and
-    keep their capacity. Raises CapacityInUse when reservations already hold GPUs the window
-    would remove from such an hour: the ledger never shows more booked than sellable, so those
-    must be moved or cancelled first."""
-    _validate_window(start, end)
-    start, end = start.astimezone(UTC), end.astimezone(UTC)
+    The ledger follows at once from ``start`` on — also for hours already past (a failure found
+    late: those hours were not delivered; their rows lose ``gpus`` from the capacity they had,
+    later ones are recomputed from the pool). Planned maintenance starts no earlier than the hour
+    in progress. Booked GPUs that no longer fit are marked ``excess``; never refused for them.
+    A recall is for backup capacity; recorded with less than the pool's recall notice, it is
+    ``short_notice``. Raises InvalidIncident / InvalidWindow for bad input."""
+    now = now or utcnow()
+    errors = _validate_hour("start", start)
+    if end is not None:
+        errors |= _validate_hour("end", end)
+    if errors:
+        raise InvalidWindow("Incidents start and end on whole UTC hours.", fields=errors)
+    start = start.astimezone(UTC)
+    end = end.astimezone(UTC) if end is not None else None
+    if end is not None and end <= start:
+        raise InvalidWindow(
+            "The incident must end after it starts.",
+            fields={"end": [{"code": "before_start", "message": "Must be after start."}]},
+        )
+    if kind not in Incident.Kind.values:
+        raise InvalidIncident(
+            f"Unknown incident kind {kind!r}.",
+            fields={"kind": [{"code": "invalid_choice", "message": "Unknown kind."}]},
+        )
     locked = locks.pool_lock(pool.pk)
-    window = MaintenanceWindow.objects.create(
-        pool=locked, start=start, end=end, gpus=gpus, kind=kind, reason=reason
+    if not 0 < gpus <= locked.total_gpus:
+        raise InvalidIncident(
+            f"An incident takes between 1 and the pool's {locked.total_gpus} GPUs.",
+            fields={"gpus": [{"code": "out_of_range", "message": f"1..{locked.total_gpus}."}]},
+        )
+    if kind == Incident.Kind.MAINTENANCE and start < ledger_open_from(now):
+        raise InvalidWindow(
+            "Planned maintenance cannot start in the past; record an outage instead.",
+            fields={"start": [{"code": "in_past", "message": "Not before the current hour."}]},
+        )
+    if kind == Incident.Kind.RECALL and not locked.recallable:
+        raise InvalidIncident(
+            "Only backup capacity is sold as recallable; record a provider reclaim or an "
+            "outage for a primary pool.",
+            fields={"kind": [{"code": "not_recallable", "message": "Pool is not backup tier."}]},
+        )
+    incident = Incident.objects.create(
+        pool=locked,
+        kind=kind,
+        gpus=gpus,
+        start=start,
+        end=end,
+        reason=reason[:500],
+        recorded_by=recorded_by[:200],
+        short_notice=(
+            kind == Incident.Kind.RECALL
+            and start - now < timedelta(hours=locked.recall_notice_hours)
+        ),
     )
-    _refresh_ledger(locked, now, start, end)
-    return window
+    open_from = ledger_open_from(now)
+    if start < open_from:
+        _lower_past(locked, gpus, start, open_from if end is None else min(end, open_from))
+    _refresh_ledger(locked, max(start, open_from), end)
+    return incident
+
+
+def _lower_past(pool: CapacityPool, gpus: int, start: datetime, end: datetime) -> None:
+    """A failure found late: take ``gpus`` off the capacity the hours of [start, end) had
+    (history keeps its own pool size and earlier incidents; only this loss is new)."""
+    PoolHour.objects.filter(pool=pool, hour__gte=start, hour__lt=end).update(
+        capacity=Greatest(Value(0), F("capacity") - gpus),
+        excess=Greatest(Value(0), F("booked") - Greatest(Value(0), F("capacity") - gpus)),
+    )
 
 
 @transaction.atomic
-def maintenance_window_delete(*, window: MaintenanceWindow, now: datetime | None = None) -> None:
-    """Give the window's GPUs back to the pool from the hour in progress at ``now`` on."""
-    locked = locks.pool_lock(window.pool_id)
-    start, end = window.start, window.end
-    window.delete()
-    _refresh_ledger(locked, now, start, end)
+def incident_close(
+    *, incident: Incident, end: datetime | None = None, now: datetime | None = None
+) -> Incident:
+    """The incident's GPUs are back from ``end`` (default: the next whole hour, or the
+    incident's own end if that comes first; an incident that has not begun yet is withdrawn).
+    Reservations already moved stay where they are. Closing a closed incident returns it
+    unchanged. ``end`` cannot lie before the hour in progress: hours already past were dealt
+    with when the incident was recorded."""
+    now = now or utcnow()
+    pool = locks.pool_lock(incident.pool_id)
+    incident = Incident.objects.select_for_update().get(pk=incident.pk)
+    if incident.closed_at is not None:
+        return incident
+    old_end = incident.end
+    if end is None:
+        end = max(ceil_hour(now), incident.start)
+    else:
+        if errors := _validate_hour("end", end):
+            raise InvalidWindow("Incidents end on whole UTC hours.", fields=errors)
+        end = end.astimezone(UTC)
+        if end < incident.start or end < ledger_open_from(now):
+            raise InvalidWindow(
+                "The end lies before the incident's start or before the hour in progress.",
+                fields={"end": [{"code": "in_past", "message": "Not before the current hour."}]},
+            )
+    if old_end is not None:
+        end = min(end, old_end)
+    incident.end = end
+    incident.closed_at = now
+    incident.save(update_fields=["end", "closed_at"])
+    _refresh_ledger(pool, end, old_end)
+    return incident
+
+
+@transaction.atomic
+def incidents_mark_displaced(*, incident_ids: list[int], now: datetime) -> None:
+    Incident.objects.filter(pk__in=incident_ids, displaced_at__isnull=True).update(displaced_at=now)
 
 
 @transaction.atomic
@@ -173,7 +307,8 @@ def pool_update(
     """Change a pool; when its size, hold-back or contract window changes, the ledger follows
     from the hour in progress at ``now`` on (earlier hours are history).
 
-    Raises CapacityInUse if booked GPUs would no longer fit in such an hour."""
+    Raises CapacityInUse if booked GPUs would no longer fit in such an hour: taking booked
+    GPUs away is an incident (``provider_reclaim``), which moves the reservations."""
     locked = locks.pool_lock(pool.pk)
     for field, value in changes.items():
         setattr(locked, field, value)
@@ -181,5 +316,5 @@ def pool_update(
     locked.save()
     if POOL_CAPACITY_FIELDS & changes.keys():
         locked.refresh_from_db()
-        _refresh_ledger(locked, now)
+        _refresh_ledger(locked, ledger_open_from(now), strict=True)
     return locked

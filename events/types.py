@@ -10,6 +10,12 @@ EVENT_TYPES: dict[str, str] = {
     "reservation.ended": "A reservation's last hour is over.",
     "reservation.cancelled": "A reservation was cancelled; `data` shows the fee and charge.",
     "reservation.extended": "A reservation's end moved later.",
+    "reservation.recall_notice": "Backup GPUs of a reservation will be recalled; `data.recall` "
+    "says when and how many. They are moved or taken away when the recall starts.",
+    "reservation.moved": "An incident moved some of a reservation's GPU-hours to other pools "
+    "at its own price; `data.moved` lists them, `data.placements` shows where it now runs.",
+    "reservation.interrupted": "An incident took GPU-hours from a reservation that could not be "
+    "moved; `data.lost` lists them. They are not billed; an SLA credit follows at month end.",
     "invoice.finalized": "An invoice was issued with its number.",
     "invoice.paid": "Nothing is due on an invoice any more.",
     "credit_note.issued": "A credit note gave money back on an invoice.",

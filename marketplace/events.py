@@ -5,6 +5,8 @@ from collections.abc import Iterable
 from datetime import datetime
 from decimal import Decimal
 
+from django.db.models import prefetch_related_objects
+
 from events.services import NewEvent, events_record
 from marketplace import selectors
 from marketplace.models import Reservation, Tenant
@@ -20,7 +22,10 @@ def reservations_event(
     type_: str, reservations: Iterable[Reservation], *, now: datetime | None = None
 ) -> None:
     """Record ``type_`` for each reservation (their pools' region, provider and GPU model
-    should be loaded: the data names them)."""
+    should be loaded: the data names them; their placements and interruptions are loaded
+    here unless they were)."""
+    reservations = list(reservations)
+    prefetch_related_objects(reservations, *selectors.reservation_prefetch())
     events_record(
         events=[
             NewEvent(reservation.tenant_id, type_, _reservation_data(reservation))
@@ -32,6 +37,77 @@ def reservations_event(
 
 def reservation_event(type_: str, reservation: Reservation, *, now: datetime | None = None) -> None:
     reservations_event(type_, [reservation], now=now)
+
+
+def _incident_data(incident) -> dict:
+    return {
+        "id": incident.pk,
+        "kind": incident.kind,
+        "pool": incident.pool.slug,
+        "start": incident.start.isoformat(),
+        "end": incident.end.isoformat() if incident.end else None,
+    }
+
+
+def _with(reservation: Reservation, **extra: object) -> dict:
+    prefetch_related_objects([reservation], *selectors.reservation_prefetch())
+    return {**_reservation_data(reservation), **extra}
+
+
+def reservation_recall_notice(
+    reservation: Reservation, incident, gpus: int, *, now: datetime | None = None
+) -> None:
+    """The tenant's backup GPUs will be recalled at ``incident.start``: up to ``gpus`` of
+    them in an hour."""
+    recall = {
+        **_incident_data(incident),
+        "gpus": gpus,
+        "short_notice": incident.short_notice,
+    }
+    events_record(
+        events=[
+            NewEvent(
+                reservation.tenant_id,
+                "reservation.recall_notice",
+                _with(reservation, recall=recall),
+            )
+        ],
+        now=now,
+    )
+
+
+def reservation_moved(
+    reservation: Reservation, incident, moves: list, *, now: datetime | None = None
+) -> None:
+    """``moves``: (pool, start, end, gpus) re-placed at the reservation's own unit price."""
+    moved = [
+        {"pool": pool.slug, "start": start.isoformat(), "end": end.isoformat(), "gpus": gpus}
+        for pool, start, end, gpus in moves
+    ]
+    data = _with(reservation, incident=_incident_data(incident), moved=moved)
+    events_record(events=[NewEvent(reservation.tenant_id, "reservation.moved", data)], now=now)
+
+
+def reservation_interrupted(
+    reservation: Reservation, incident, losses: list, *, now: datetime | None = None
+) -> None:
+    """``losses``: (start, end, gpus) the reservation does not get; not billed, and credited by
+    the SLA policy when the month closes."""
+    lost = [
+        {
+            "start": start.isoformat(),
+            "end": end.isoformat(),
+            "gpus": gpus,
+            "gpu_hours": gpus * int((end - start).total_seconds() // 3600),
+        }
+        for start, end, gpus in losses
+    ]
+    data = _with(
+        reservation, incident=_incident_data(incident), lost=lost, sla_credit="at_month_close"
+    )
+    events_record(
+        events=[NewEvent(reservation.tenant_id, "reservation.interrupted", data)], now=now
+    )
 
 
 def tenant_suspended(tenant: Tenant, *, now: datetime | None = None) -> None:

@@ -9,7 +9,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import F, Q
 
-from capacity.models import CapacityPool
+from capacity.models import CapacityPool, Incident
 from core.money import CURRENCY_CHOICES
 
 
@@ -171,10 +171,12 @@ class CancellationRule(models.Model):
 class Reservation(models.Model):
     """N GPUs of one pool for whole UTC hours [start, end).
 
-    ``capacity_until`` is where this reservation's hold on the capacity ledger ends: ``end``
-    while it is live, the hour of cancellation once cancelled, ``start`` once a hold expired.
-    The ledger's ``booked`` for a pool-hour is the sum of ``gpu_count`` of the reservations with
-    ``start <= hour < capacity_until`` — nothing else."""
+    Where the GPUs actually are is the reservation's ``placements``: one on its own pool when
+    booked; an incident may move some hours to other pools or take them away (recorded as
+    ``displacements``). ``capacity_until`` is where its hold ends: ``end`` while it is live,
+    the hour of cancellation once cancelled, ``start`` once a hold expired. ``scope`` keeps
+    what the tenant's request allowed (region, provider, tier, pool), which bounds where an
+    incident may move it."""
 
     class Status(models.TextChoices):
         HELD = "held", "Held (quote)"
@@ -219,6 +221,11 @@ class Reservation(models.Model):
     cancellation_reason = models.CharField(max_length=500, blank=True)
     ending_soon_notified_at = models.DateTimeField(
         null=True, blank=True, help_text="When reservation.ending_soon was sent."
+    )
+    scope = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="What the request allowed beyond the GPU model: region, provider, tier, pool.",
     )
 
     class Meta:
@@ -273,6 +280,139 @@ class Reservation(models.Model):
     @property
     def is_live(self) -> bool:
         return self.status in self.LIVE_STATUSES
+
+    @property
+    def recallable(self) -> bool:
+        return self.pool.recallable
+
+
+class Placement(models.Model):
+    """Where a reservation's GPUs are for [start, end): the capacity ledger's ``booked`` for a
+    pool-hour is the sum of ``gpus`` of the placements on that pool covering the hour —
+    nothing else. ``incident`` names the incident that moved these GPUs here (empty for the
+    booking's own placement); a reservation's placements with the same pool and cause never
+    overlap (with different causes they may: GPUs moved back to a pool it still holds)."""
+
+    reservation = models.ForeignKey(
+        Reservation, on_delete=models.CASCADE, related_name="placements"
+    )
+    pool = models.ForeignKey(CapacityPool, on_delete=models.PROTECT, related_name="placements")
+    start = models.DateTimeField()
+    end = models.DateTimeField()
+    gpus = models.PositiveIntegerField()
+    incident = models.ForeignKey(
+        Incident, on_delete=models.PROTECT, null=True, blank=True, related_name="placements"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["reservation", "start", "pool_id"]
+        indexes = [
+            models.Index(fields=["pool", "start", "end"], name="placement_pool_window_idx"),
+            models.Index(fields=["reservation", "start"], name="placement_reservation_idx"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(end__gt=F("start")), name="placement_window_ordered"
+            ),
+            models.CheckConstraint(condition=Q(gpus__gt=0), name="placement_gpus_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.gpus}x {self.pool_id} {self.start:%Y-%m-%dT%H}Z–{self.end:%Y-%m-%dT%H}Z"
+
+    @property
+    def gpu_hours(self) -> int:
+        return self.gpus * int((self.end - self.start).total_seconds() // 3600)
+
+
+class Displacement(models.Model):
+    """What an incident did to one reservation for [start, end): ``gpus_taken`` GPUs per hour
+    left the incident's pool; ``gpus_moved`` of them were re-placed on other pools (see the
+    placements naming the incident) and ``gpus_lost`` were not: those hours are not delivered
+    and not billed (an interruption). Written once per reservation and span; the move log of
+    the incident."""
+
+    incident = models.ForeignKey(Incident, on_delete=models.PROTECT, related_name="displacements")
+    reservation = models.ForeignKey(
+        Reservation, on_delete=models.PROTECT, related_name="displacements"
+    )
+    start = models.DateTimeField()
+    end = models.DateTimeField()
+    gpus_taken = models.PositiveIntegerField()
+    gpus_moved = models.PositiveIntegerField(default=0)
+    gpus_lost = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["incident", "start", "reservation_id"]
+        indexes = [
+            models.Index(fields=["reservation", "start"], name="displacement_reservation_idx"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(end__gt=F("start")), name="displacement_window_ordered"
+            ),
+            models.CheckConstraint(
+                condition=Q(gpus_taken__gt=0, gpus_taken=F("gpus_moved") + F("gpus_lost")),
+                name="displacement_gpus_add_up",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return (
+            f"incident {self.incident_id}: {self.reservation_id} "
+            f"{self.start:%Y-%m-%dT%H}Z–{self.end:%Y-%m-%dT%H}Z "
+            f"moved {self.gpus_moved}, lost {self.gpus_lost}"
+        )
+
+    @property
+    def hours(self) -> int:
+        return int((self.end - self.start).total_seconds() // 3600)
+
+    @property
+    def gpu_hours_moved(self) -> int:
+        return self.gpus_moved * self.hours
+
+    @property
+    def gpu_hours_lost(self) -> int:
+        return self.gpus_lost * self.hours
+
+
+class DisplacementRule(models.Model):
+    """The displacement policy as data: when an incident leaves a pool with more GPUs booked
+    than it has, reservations lose GPUs in the order these rules give (lowest position
+    first; later rules break ties of earlier ones)."""
+
+    class Order(models.TextChoices):
+        RECALLABLE_FIRST = "recallable_first", "Recallable (backup) reservations first"
+        LATEST_CONFIRMED_FIRST = "latest_confirmed_first", "Most recently confirmed first"
+        EARLIEST_CONFIRMED_FIRST = "earliest_confirmed_first", "Earliest confirmed first"
+        SMALLEST_FIRST = "smallest_first", "Fewest GPUs first"
+        LARGEST_FIRST = "largest_first", "Most GPUs first"
+
+    position = models.PositiveSmallIntegerField(unique=True)
+    order = models.CharField(max_length=30, choices=Order.choices, unique=True)
+
+    class Meta:
+        ordering = ["position"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(
+                    order__in=[
+                        "recallable_first",
+                        "latest_confirmed_first",
+                        "earliest_confirmed_first",
+                        "smallest_first",
+                        "largest_first",
+                    ]
+                ),
+                name="displacement_rule_order_valid",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.position}. {self.get_order_display()}"
 
 
 class LedgerEntry(models.Model):

@@ -4,13 +4,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from django.db.models import QuerySet, Sum
+from django.db.models import Prefetch, QuerySet, Sum
 
 from capacity.models import CapacityPool
 from capacity.selectors import free_by_hour
 from core.timeutils import HOUR, hours_between
 from marketplace import pricing
-from marketplace.models import LedgerEntry, Reservation, Tenant
+from marketplace.models import Displacement, LedgerEntry, Placement, Reservation, Tenant
 
 
 @dataclass(frozen=True)
@@ -147,9 +147,19 @@ def earliest_windows(
     return windows[:limit]
 
 
+def reservation_prefetch() -> list[Prefetch]:
+    """What the API shape of a reservation reads besides its pool: placements, interruptions."""
+    return [
+        Prefetch("placements", queryset=Placement.objects.select_related("pool__region")),
+        Prefetch("displacements", queryset=Displacement.objects.select_related("incident")),
+    ]
+
+
 def reservation_list(*, tenant: Tenant) -> QuerySet[Reservation]:
-    return Reservation.objects.filter(tenant=tenant).select_related(
-        "pool__region__provider", "pool__gpu_model"
+    return (
+        Reservation.objects.filter(tenant=tenant)
+        .select_related("pool__region__provider", "pool__gpu_model")
+        .prefetch_related(*reservation_prefetch())
     )
 
 

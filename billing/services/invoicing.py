@@ -13,9 +13,15 @@ The invoice policy
   invoice is a draft (or not created yet); once the month's invoice is issued, to the tenant's
   next invoice — the first later month whose invoice is still a draft. Whichever invoice picks
   a record up first keeps it (``UsageRecord.invoice`` is set once), so nothing is billed twice.
-* Hours covered by an outage recorded after they were metered are dropped from a draft when
-  it is rebuilt (finalization always rebuilds); on an issued invoice they stay, and an
-  operator gives an SLA credit note.
+* Usage is what the reservations' placements delivered (metering.py): hours an incident took
+  away were never metered, hours it moved to another pool are billed at the reservation's
+  locked price, on the reservation's one line. An incident recorded after its hours were
+  metered is applied by the usage corrections run (corrections.py): the hours are dropped
+  from a draft (which is rebuilt), or credited with a ``correction`` credit note when the
+  invoice is already issued.
+* SLA credits: when a month's invoices are issued, reservations that lost hours to incidents
+  that month (or were moved by a recall inside the pool's notice) get the credit the
+  ``SlaCreditRule`` table gives, as one ``sla`` credit note per invoice (sla.py).
 * Rounding (``core.money.round_money``, half up to the minor unit): each line is rounded
   (line amount = round(sum of its usage amounts at four decimals)); subtotal, discount and
   total are sums of rounded lines; tax = round(net x tenant tax rate), once per invoice.
@@ -39,7 +45,7 @@ from itertools import chain
 
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
-from django.db.models import Count, Exists, Max, Min, OuterRef, Sum
+from django.db.models import Count, Max, Min, Sum
 from django.db.models.functions import TruncMonth
 
 from billing import events, locks, selectors
@@ -47,7 +53,6 @@ from billing.db import bulk_set
 from billing.errors import InvoiceNotFinalized, PeriodNotEnded
 from billing.models import Charge, Invoice, InvoiceLine, UsageRecord
 from billing.services.numbering import INVOICE_SERIES, numbers_issue
-from capacity.models import MaintenanceWindow
 from core.errors import ApplicationError
 from core.money import round_money
 from core.timeutils import HOUR, utcnow
@@ -78,6 +83,15 @@ def month_start(moment: datetime) -> datetime:
 
 def next_month(start: datetime) -> datetime:
     return month_start(month_start(start) + timedelta(days=32))
+
+
+def months_between(start: datetime, end: datetime) -> list[datetime]:
+    """Month starts of [start, end): the months a span touches."""
+    months, month = [], month_start(start)
+    while month < end:
+        months.append(month)
+        month = next_month(month)
+    return months
 
 
 # --- drafts ------------------------------------------------------------------------------------
@@ -194,44 +208,24 @@ def _assign(model: type[UsageRecord] | type[Charge], moment: str, claims: list[_
         cursor.execute(sql, params)
 
 
-def _drop_outage_hours(invoice_ids: list[int]) -> int:
-    """Remove the drafts' usage in hours covered by an outage on the pool, recorded after the
-    hour was metered (metering itself skips hours of outages already on record)."""
-    usage = UsageRecord.objects.filter(invoice_id__in=invoice_ids)
-    span = usage.aggregate(first=Min("hour"), last=Max("hour"))
-    if (
-        span["first"] is None
-        or not MaintenanceWindow.objects.filter(
-            kind=MaintenanceWindow.Kind.OUTAGE,
-            start__lt=span["last"] + HOUR,
-            end__gt=span["first"],
-        ).exists()
-    ):
-        return 0  # the usual case: no outage anywhere near these drafts' hours
-    covering = MaintenanceWindow.objects.filter(
-        kind=MaintenanceWindow.Kind.OUTAGE,
-        pool=OuterRef("pool"),
-        start__lt=OuterRef("hour") + HOUR,
-        end__gt=OuterRef("hour"),
-    )
-    removed, _ = usage.filter(Exists(covering)).delete()
-    return removed
-
-
 def _usage_lines(invoice_ids: list[int], currencies: dict[int, str]) -> list[InvoiceLine]:
+    """One line per invoice and reservation over all its usage on the invoice, whatever pools
+    an incident moved its GPUs to: the reservation's GPUs, pool and locked price; ``hours``
+    the distinct hours billed, ``gpu_hours`` and the amount summed over every record. A
+    reservation moved at its unit price is therefore billed as if it had never moved."""
     rows = (
         UsageRecord.objects.filter(invoice_id__in=invoice_ids)
         .values(
             "invoice_id",
             "reservation_id",
-            "gpus",
-            "unit_price",
+            "reservation__gpu_count",
+            "reservation__unit_price",
             "reservation__list_price_per_gpu_hour",
-            "pool__slug",
-            "pool__gpu_model__name",
+            "reservation__pool__slug",
+            "reservation__pool__gpu_model__name",
         )
         .annotate(
-            hours=Count("id"),
+            hours=Count("hour", distinct=True),
             gpu_hours=Sum("gpu_hours"),
             metered=Sum("amount"),
             first_hour=Min("hour"),
@@ -245,23 +239,25 @@ def _usage_lines(invoice_ids: list[int], currencies: dict[int, str]) -> list[Inv
         list_price = row["reservation__list_price_per_gpu_hour"]
         amount = round_money(row["metered"], currency)
         gross = max(amount, round_money(list_price * row["gpu_hours"], currency))
+        gpus, pool = row["reservation__gpu_count"], row["reservation__pool__slug"]
+        gpu_model = row["reservation__pool__gpu_model__name"]
         lines.append(
             InvoiceLine(
                 invoice_id=row["invoice_id"],
                 kind=InvoiceLine.Kind.USAGE,
                 reservation_id=row["reservation_id"],
                 description=(
-                    f"{row['gpus']} x {row['pool__gpu_model__name']} on {row['pool__slug']}, "
+                    f"{gpus} x {gpu_model} on {pool}, "
                     f"{row['first_hour']:%Y-%m-%d %H:00} to "
                     f"{row['last_hour'] + HOUR:%Y-%m-%d %H:00} UTC"
                 ),
-                gpu_model=row["pool__gpu_model__name"],
-                pool=row["pool__slug"],
-                gpus=row["gpus"],
+                gpu_model=gpu_model,
+                pool=pool,
+                gpus=gpus,
                 hours=row["hours"],
                 gpu_hours=row["gpu_hours"],
                 list_unit_price=list_price,
-                unit_price=row["unit_price"],
+                unit_price=row["reservation__unit_price"],
                 gross_amount=gross,
                 discount_amount=gross - amount,
                 amount=amount,
@@ -312,7 +308,6 @@ def _rebuild(
     if not drafts:
         return {}
     ids = sorted(drafts)
-    _drop_outage_hours(ids)
     InvoiceLine.objects.filter(invoice_id__in=ids).delete()
     currencies = {pk: invoice.currency for pk, invoice in drafts.items()}
     lines = _usage_lines(ids, currencies) + _charge_lines(ids)
@@ -345,15 +340,20 @@ def _rebuild(
 
 @transaction.atomic
 def invoices_draft_build(
-    *, tenant_currencies: Sequence[Account], now: datetime | None = None
+    *,
+    tenant_currencies: Sequence[Account],
+    invoice_ids: Sequence[int] = (),
+    now: datetime | None = None,
 ) -> int:
-    """Claim the accounts' unbilled usage and charges onto drafts and rebuild those drafts, in
-    one transaction under the tenants' locks. Idempotent; concurrent calls for the same tenant
-    queue on its lock. Returns how many drafts it rebuilt."""
+    """Claim the accounts' unbilled usage and charges onto drafts and rebuild those drafts
+    (and the drafts among ``invoice_ids``, e.g. ones usage was taken off), in one transaction
+    under the tenants' locks. Idempotent; concurrent calls for the same tenant queue on its
+    lock. Returns how many drafts it rebuilt."""
     now = now or utcnow()
-    tenants = locks.tenants_lock({tenant_id for tenant_id, _ in tenant_currencies})
+    owners = Invoice.objects.filter(pk__in=list(invoice_ids)).values_list("tenant_id", flat=True)
+    tenants = locks.tenants_lock({tenant_id for tenant_id, _ in tenant_currencies} | set(owners))
     drafts = _claim(tenants, set(tenant_currencies))
-    return len(_rebuild(drafts, tenants, now))
+    return len(_rebuild(drafts | set(invoice_ids), tenants, now))
 
 
 def invoice_draft_build(*, tenant_id: int, currency: str, now: datetime | None = None) -> int:

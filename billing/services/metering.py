@@ -1,31 +1,41 @@
-"""Metering: one ``UsageRecord`` per delivered hour of every reservation, and one ``Charge`` per
-cancellation fee.
+"""Metering: one ``UsageRecord`` per delivered hour of every reservation placement, and one
+``Charge`` per cancellation fee.
 
-Delivered hours of a reservation are the whole UTC hours of [start, capacity_until) — the whole
-booking once it ran, the hours up to the cancellation (the hour in progress included) once
-cancelled — that have begun before ``until``, except hours in which the pool had a recorded
-*outage* (``MaintenanceWindow`` of kind ``outage``). Planned maintenance never takes booked GPUs
-(the capacity service refuses it), so it never costs a tenant an hour. An outage recorded
-after its hours were metered is applied when the invoice is (re)built: see invoicing.py.
+Delivered hours are the hours of a reservation's placements (``marketplace.Placement``: where
+its GPUs actually are) that have begun before ``until``, for reservations that deliver
+(confirmed, active, completed, cancelled). A booking has one placement on its own pool for
+[start, end); a cancellation cuts it at the hour it gave back (the hour in progress included);
+an expired hold has none. An incident that takes GPUs away shrinks or cuts the placement for
+those hours (not delivered, not billed: there is nothing else to exclude), and GPUs moved to
+other pools get placements there.
 
-Exactly once: records are keyed (reservation, hour) by a unique constraint and written with
-INSERT ... ON CONFLICT DO NOTHING, so a re-run, an overlapping run or two workers at once
-change nothing. Each run re-reads ``BILLING_METERING_LOOKBACK_HOURS`` before the previous
-run's end (a quote confirmed just after a run still gets its first hour) and back-fills
-everything after it, so a scheduler that was down for a day loses nothing."""
+Each hour of a placement is one record keyed (reservation, hour, pool): ``gpus`` = the
+placement's GPUs, ``amount`` = the reservation's locked ``unit_price`` x ``gpus`` (whatever
+pool the GPUs are on), ``provider_cost`` = the placement pool's ``cost_per_gpu_hour`` x
+``gpus``. (A reservation's placements on one pool never overlap; should two ever cover the
+same hour, their GPUs are summed into the one record.) An incident recorded after its hours
+were metered is applied by the usage corrections (corrections.py).
 
-from collections import defaultdict
+Exactly once: the unique key and INSERT ... ON CONFLICT DO NOTHING make a re-run, an
+overlapping run or two workers at once change nothing. Each run re-reads
+``BILLING_METERING_LOOKBACK_HOURS`` before the previous run's end (a quote confirmed just after
+a run still gets its first hour) and back-fills everything after it, so a scheduler that was
+down for a day loses nothing."""
+
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from itertools import groupby
+from uuid import UUID
 
 from django.conf import settings
 from django.db import connection, transaction
 
 from billing import locks
 from billing.models import Charge, UsageRecord
-from capacity.models import CapacityPool, MaintenanceWindow
-from core.timeutils import HOUR, floor_hour, hour_range, utcnow
-from marketplace.models import Reservation
+from capacity.models import CapacityPool
+from core.timeutils import floor_hour, hour_range, utcnow
+from marketplace.models import Placement, Reservation
 
 # Reservations that deliver hours. ``confirmed`` is included: delivery follows the clock, not
 # the lifecycle task, which may lag behind a reservation's start.
@@ -36,6 +46,9 @@ BILLED_STATUSES = (
     Reservation.Status.CANCELLED,
 )
 BATCH_SIZE = 2000
+
+# (reservation id, first hour, end): hours of one reservation to meter again.
+Window = tuple[UUID, datetime, datetime]
 
 
 @dataclass(frozen=True)
@@ -70,33 +83,67 @@ def meter_usage(*, until: datetime | None = None) -> MeteringResult:
     )
 
 
+def usage_meter_windows(*, windows: Sequence[Window], created_at: datetime) -> int:
+    """Meter again, from the placements, the hours of each window's reservation in
+    [first hour, end) (the usage corrections' re-metering): missing records are written,
+    existing ones left alone. The caller holds the metering cursor and passes ends no later
+    than what metering has reached. Returns how many records were written."""
+    windows = [window for window in windows if window[2] > window[1]]
+    if not windows:
+        return 0
+    if connection.vendor == "postgresql":
+        return _meter_windows_postgresql(windows=windows, created_at=created_at)
+    placements = Placement.objects.none()
+    for reservation_id, start, end in windows:
+        placements |= Placement.objects.filter(
+            reservation_id=reservation_id, start__lt=end, end__gt=start
+        )
+    spans: dict[UUID, list[tuple[datetime, datetime]]] = {}
+    for reservation_id, start, end in windows:
+        spans.setdefault(reservation_id, []).append((start, end))
+    return _insert_portable(
+        _placement_rows(placements),
+        lambda reservation_id, p_start, p_end: [
+            (max(p_start, start), min(p_end, end)) for start, end in spans[reservation_id]
+        ],
+    )
+
+
+# The record columns from the placements ``pl`` of reservation ``r`` on pool ``p`` at hour
+# ``h`` (summed: should two placements on one pool ever cover the same hour, the hour is still
+# one record, of their GPUs together). Append the hours (``h``), WHERE, _GROUP and the
+# conflict clause.
+_INSERT = f"""
+    INSERT INTO {UsageRecord._meta.db_table}
+        (reservation_id, tenant_id, pool_id, hour, gpus, gpu_hours, unit_price, amount,
+         cost_per_gpu_hour, provider_cost, currency, invoice_id, created_at)
+    SELECT r.id, r.tenant_id, p.id, h.hour, SUM(pl.gpus), SUM(pl.gpus), r.unit_price,
+           r.unit_price * SUM(pl.gpus), p.cost_per_gpu_hour, p.cost_per_gpu_hour * SUM(pl.gpus),
+           r.currency, NULL, %(created_at)s
+    FROM {Placement._meta.db_table} pl
+    JOIN {Reservation._meta.db_table} r ON r.id = pl.reservation_id
+    JOIN {CapacityPool._meta.db_table} p ON p.id = pl.pool_id
+"""  # noqa: S608 - table names come from model metadata, values are parameters
+_GROUP = "GROUP BY r.id, p.id, h.hour"
+_ON_CONFLICT = "ON CONFLICT (reservation_id, hour, pool_id) DO NOTHING"
+
+
 def _meter_postgresql(*, until: datetime, low: datetime | None, created_at: datetime) -> int:
-    """One INSERT ... SELECT over generate_series: the database expands reservations into
+    """One INSERT ... SELECT over generate_series: the database expands placements into
     hours and skips the existing ones; nothing crosses the wire per row."""
     sql = f"""
-        INSERT INTO {UsageRecord._meta.db_table}
-            (reservation_id, tenant_id, pool_id, hour, gpus, gpu_hours, unit_price, amount,
-             cost_per_gpu_hour, provider_cost, currency, invoice_id, created_at)
-        SELECT r.id, r.tenant_id, r.pool_id, h.hour, r.gpu_count, r.gpu_count, r.unit_price,
-               r.unit_price * r.gpu_count, p.cost_per_gpu_hour,
-               p.cost_per_gpu_hour * r.gpu_count, r.currency, NULL, %(created_at)s
-        FROM {Reservation._meta.db_table} r
-        JOIN {CapacityPool._meta.db_table} p ON p.id = r.pool_id
+        {_INSERT}
         CROSS JOIN LATERAL generate_series(
-            GREATEST(r.start, COALESCE(%(low)s, r.start)),
-            LEAST(r.capacity_until, %(until)s) - interval '1 hour',
+            GREATEST(pl.start, COALESCE(%(low)s, pl.start)),
+            LEAST(pl."end", %(until)s) - interval '1 hour',
             interval '1 hour'
         ) AS h(hour)
         WHERE r.status = ANY(%(statuses)s)
-          AND r.start < %(until)s
-          AND (%(low)s::timestamptz IS NULL OR r.capacity_until > %(low)s)
-          AND NOT EXISTS (
-              SELECT 1 FROM {MaintenanceWindow._meta.db_table} w
-              WHERE w.pool_id = r.pool_id AND w.kind = %(outage)s
-                AND w.start < h.hour + interval '1 hour' AND w."end" > h.hour
-          )
-        ON CONFLICT (reservation_id, hour) DO NOTHING
-    """  # noqa: S608 - table names come from model metadata, values are parameters
+          AND pl.start < %(until)s
+          AND (%(low)s::timestamptz IS NULL OR pl."end" > %(low)s)
+        {_GROUP}
+        {_ON_CONFLICT}
+    """
     with connection.cursor() as cursor:
         cursor.execute(
             sql,
@@ -105,59 +152,114 @@ def _meter_postgresql(*, until: datetime, low: datetime | None, created_at: date
                 "low": low,
                 "created_at": created_at,
                 "statuses": list(BILLED_STATUSES),
-                "outage": MaintenanceWindow.Kind.OUTAGE,
             },
         )
         return cursor.rowcount
 
 
-def _meter_portable(*, until: datetime, low: datetime | None) -> int:
-    """The same result for other databases (SQLite in development): hours expanded in Python,
-    written in batches with INSERT ... ON CONFLICT DO NOTHING."""
-    reservations = (
-        Reservation.objects.filter(status__in=BILLED_STATUSES, start__lt=until)
-        .select_related("pool")
-        .order_by("pk")
+def _meter_windows_postgresql(*, windows: Sequence[Window], created_at: datetime) -> int:
+    """``usage_meter_windows`` in one INSERT ... SELECT, the windows joined as VALUES."""
+    rows = ", ".join(
+        f"(%(r{i})s::uuid, %(lo{i})s::timestamptz, %(hi{i})s::timestamptz)"
+        for i in range(len(windows))
     )
-    outage_windows = MaintenanceWindow.objects.filter(
-        kind=MaintenanceWindow.Kind.OUTAGE, start__lt=until
-    )
-    if low is not None:
-        reservations = reservations.filter(capacity_until__gt=low)
-        outage_windows = outage_windows.filter(end__gt=low)
-    outages: dict[int, list[tuple[datetime, datetime]]] = defaultdict(list)
-    for pool_id, start, end in outage_windows.values_list("pool_id", "start", "end"):
-        outages[pool_id].append((start, end))
+    sql = f"""
+        {_INSERT}
+        JOIN (VALUES {rows}) AS w(reservation_id, lo, hi)
+          ON w.reservation_id = pl.reservation_id AND pl.start < w.hi AND pl."end" > w.lo
+        CROSS JOIN LATERAL generate_series(
+            GREATEST(pl.start, w.lo), LEAST(pl."end", w.hi) - interval '1 hour', interval '1 hour'
+        ) AS h(hour)
+        WHERE r.status = ANY(%(statuses)s)
+        {_GROUP}
+        {_ON_CONFLICT}
+    """
+    params: dict[str, object] = {"created_at": created_at, "statuses": list(BILLED_STATUSES)}
+    for i, (reservation_id, start, end) in enumerate(windows):
+        params.update({f"r{i}": reservation_id, f"lo{i}": start, f"hi{i}": end})
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.rowcount
 
+
+def _placement_rows(placements) -> Iterable[tuple]:
+    """The billed placements' figures, a reservation's placements one after the other."""
+    return (
+        placements.filter(reservation__status__in=BILLED_STATUSES)
+        .order_by("reservation_id", "pk")
+        .values_list(
+            "reservation_id",
+            "reservation__tenant_id",
+            "pool_id",
+            "start",
+            "end",
+            "gpus",
+            "reservation__unit_price",
+            "reservation__currency",
+            "pool__cost_per_gpu_hour",
+        )
+        .iterator(chunk_size=500)
+    )
+
+
+def _insert_portable(rows: Iterable[tuple], spans) -> int:
+    """Expand placement rows into records over ``spans(reservation_id, start, end)`` (the
+    parts of the placement to meter), the GPUs of one reservation, pool and hour summed, and
+    write them in batches, ON CONFLICT DO NOTHING."""
     before = UsageRecord.objects.count()
     batch: list[UsageRecord] = []
-    for reservation in reservations.iterator(chunk_size=500):
-        first = reservation.start if low is None else max(reservation.start, low)
-        for hour in hour_range(first, min(reservation.capacity_until, until)):
-            if any(
-                start < hour + HOUR and end > hour for start, end in outages[reservation.pool_id]
-            ):
-                continue
-            batch.append(
-                UsageRecord(
-                    reservation_id=reservation.pk,
-                    tenant_id=reservation.tenant_id,
-                    pool_id=reservation.pool_id,
-                    hour=hour,
-                    gpus=reservation.gpu_count,
-                    gpu_hours=reservation.gpu_count,
-                    unit_price=reservation.unit_price,
-                    amount=reservation.unit_price * reservation.gpu_count,
-                    cost_per_gpu_hour=reservation.pool.cost_per_gpu_hour,
-                    provider_cost=reservation.pool.cost_per_gpu_hour * reservation.gpu_count,
-                    currency=reservation.currency,
-                )
-            )
+    for _, placements in groupby(rows, key=lambda row: row[0]):
+        records: dict[tuple[int, datetime], UsageRecord] = {}
+        for (
+            reservation_id,
+            tenant_id,
+            pool_id,
+            start,
+            end,
+            gpus,
+            price,
+            currency,
+            cost,
+        ) in placements:
+            for first, last in spans(reservation_id, start, end):
+                for hour in hour_range(first, last) if last > first else []:
+                    record = records.get((pool_id, hour))
+                    if record is None:
+                        record = records[pool_id, hour] = UsageRecord(
+                            reservation_id=reservation_id,
+                            tenant_id=tenant_id,
+                            pool_id=pool_id,
+                            hour=hour,
+                            gpus=0,
+                            unit_price=price,
+                            cost_per_gpu_hour=cost,
+                            currency=currency,
+                        )
+                    record.gpus += gpus
+        for record in records.values():
+            record.gpu_hours = record.gpus
+            record.amount = record.unit_price * record.gpus
+            record.provider_cost = record.cost_per_gpu_hour * record.gpus
+        batch.extend(sorted(records.values(), key=lambda record: (record.hour, record.pool_id)))
         if len(batch) >= BATCH_SIZE:
             UsageRecord.objects.bulk_create(batch, ignore_conflicts=True)
             batch = []
     UsageRecord.objects.bulk_create(batch, ignore_conflicts=True, batch_size=BATCH_SIZE)
     return UsageRecord.objects.count() - before
+
+
+def _meter_portable(*, until: datetime, low: datetime | None) -> int:
+    """The same result for other databases (SQLite in development): hours expanded in Python,
+    written in batches with INSERT ... ON CONFLICT DO NOTHING."""
+    placements = Placement.objects.filter(start__lt=until)
+    if low is not None:
+        placements = placements.filter(end__gt=low)
+    return _insert_portable(
+        _placement_rows(placements),
+        lambda reservation_id, start, end: [
+            (start if low is None else max(start, low), min(end, until))
+        ],
+    )
 
 
 def _charge_cancellation_fees(*, until: datetime, low: datetime | None) -> int:

@@ -17,9 +17,10 @@ from django.db.models import Q, Sum
 from django.db.models.functions import TruncMonth
 
 from billing.models import Charge, UsageRecord
-from billing.services.invoicing import month_start, next_month
-from capacity.models import CapacityPool, MaintenanceWindow
+from billing.services.invoicing import month_start, months_between, next_month
+from capacity.models import CapacityPool, Incident
 from core.money import round_money
+from core.timeutils import HOUR, hour_range
 
 ZERO = Decimal(0)
 
@@ -56,15 +57,6 @@ def _percent(part: Decimal, whole: Decimal) -> Decimal | None:
     if not whole:
         return None
     return (Decimal(100) * part / whole).quantize(Decimal("0.01"))
-
-
-def months_between(start: datetime, end: datetime) -> list[datetime]:
-    """Month starts of [start, end)."""
-    months, month = [], month_start(start)
-    while month < end:
-        months.append(month)
-        month = next_month(month)
-    return months
 
 
 def margin_report(*, start: datetime, end: datetime) -> Report:
@@ -153,33 +145,43 @@ def margin_report(*, start: datetime, end: datetime) -> Report:
 
 
 def _available_gpu_hours(
-    pools: list[CapacityPool], months: list[datetime]
+    pools: list[CapacityPool], months: list[datetime], end: datetime
 ) -> dict[tuple[int, datetime], Decimal]:
     """Sellable GPU-hours per pool and month: the contract window's hours in the month times
-    the GPUs offered (total minus hold-back), minus the GPU-hours of maintenance windows and
-    outages in it. Computed from the pools' configuration, not from usage rows."""
-    windows = MaintenanceWindow.objects.filter(
-        pool__in=pools, start__lt=next_month(months[-1]), end__gt=months[0]
-    ).values_list("pool_id", "start", "end", "gpus")
-    lost: dict[tuple[int, datetime], Decimal] = defaultdict(lambda: ZERO)
-    for pool_id, start, end, gpus in windows:
-        for month in months:
-            overlap = min(end, next_month(month)) - max(start, month)
-            if overlap.total_seconds() > 0:
-                lost[pool_id, month] += _hours(overlap) * gpus
+    the GPUs offered (total minus hold-back), minus the GPUs incidents (outages, recalls,
+    reclaims, maintenance) took out in each of those hours, never more than were offered in
+    the hour. An open incident counts up to ``end``, the report's end. Computed from the
+    pools' configuration and incidents, not from usage rows."""
+    first, last = months[0], next_month(months[-1])
+    incidents = (
+        Incident.objects.filter(pool__in=pools, start__lt=min(end, last))
+        .filter(Q(end__isnull=True) | Q(end__gt=first))
+        .values_list("pool_id", "start", "end", "gpus")
+    )
+    out: dict[int, dict[datetime, int]] = defaultdict(lambda: defaultdict(int))
+    for pool_id, start, incident_end, gpus in incidents:
+        stop = min(incident_end or end, last)
+        for hour in hour_range(max(start, first), stop) if stop > start else []:
+            out[pool_id][hour] += gpus
     available = {}
     for pool in pools:
+        lost: dict[datetime, int] = defaultdict(int)
+        for hour, gpus in out[pool.pk].items():
+            if pool.available_from <= hour and hour + HOUR <= pool.available_until:
+                lost[month_start(hour)] += min(gpus, pool.sellable_gpus)
         for month in months:
             contract = min(pool.available_until, next_month(month)) - max(
                 pool.available_from, month
             )
             hours = max(_hours(contract), ZERO)
-            available[pool.pk, month] = max(ZERO, hours * pool.sellable_gpus - lost[pool.pk, month])
+            available[pool.pk, month] = max(ZERO, hours * pool.sellable_gpus - lost[month])
     return available
 
 
 def utilisation_report(*, start: datetime, end: datetime) -> Report:
-    """Per pool and month: sold GPU-hours (metered) / available GPU-hours."""
+    """Per pool and month: sold GPU-hours (metered: the usage rows of the pool, which follow
+    the placements, so GPUs an incident moved count on the pool they ran on) / available
+    GPU-hours (see ``_available_gpu_hours``)."""
     months = months_between(start, end)
     sold = {
         (row["pool_id"], row["month"]): row["sold"]
@@ -192,7 +194,7 @@ def utilisation_report(*, start: datetime, end: datetime) -> Report:
     pools = list(
         CapacityPool.objects.select_related("region__provider", "gpu_model").order_by("slug")
     )
-    available = _available_gpu_hours(pools, months) if pools else {}
+    available = _available_gpu_hours(pools, months, end) if pools else {}
     rows = []
     for month in months:
         for pool in pools:

@@ -31,6 +31,9 @@ class PoolSerializer(serializers.ModelSerializer):
     total_gpus = serializers.IntegerField(read_only=True)
     sellable_gpus = serializers.IntegerField(read_only=True)
     booking_step = serializers.IntegerField(read_only=True)
+    recallable = serializers.BooleanField(
+        read_only=True, help_text="Backup capacity the owner may recall with notice."
+    )
 
     class Meta:
         model = CapacityPool
@@ -55,5 +58,7 @@ class PoolSerializer(serializers.ModelSerializer):
             "currency",
             "price_per_gpu_hour",
             "tier",
+            "recallable",
+            "recall_notice_hours",
             "status",
         ]

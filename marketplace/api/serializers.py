@@ -7,6 +7,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.utils.dateparse import parse_datetime
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.settings import ISO_8601
 
@@ -154,8 +155,37 @@ class ExtendSerializer(serializers.Serializer):
     end = AwareDateTimeField(help_text="The new end, a whole UTC hour after the current end.")
 
 
+class PlacementSerializer(serializers.Serializer):
+    """Where the reservation's GPUs are for [start, end)."""
+
+    pool = serializers.CharField(source="pool.slug", help_text="Pool slug.")
+    region = serializers.CharField(source="pool.region.code", help_text="Region code.")
+    start = serializers.DateTimeField()
+    end = serializers.DateTimeField()
+    gpus = serializers.IntegerField()
+    incident = serializers.IntegerField(
+        source="incident_id",
+        allow_null=True,
+        help_text="The incident that moved these GPUs here; null for the booking's own pool.",
+    )
+
+
+class InterruptionSerializer(serializers.Serializer):
+    """GPU-hours an incident took away and nothing could replace: not delivered, not billed."""
+
+    incident = serializers.IntegerField(source="incident_id")
+    kind = serializers.CharField(source="incident.kind", help_text="outage, recall, ...")
+    start = serializers.DateTimeField()
+    end = serializers.DateTimeField()
+    gpus = serializers.IntegerField(source="gpus_lost", help_text="GPUs lost in each hour.")
+    gpu_hours = serializers.IntegerField(source="gpu_hours_lost")
+
+
 class ReservationSerializer(serializers.ModelSerializer):
-    """A reservation or a quote (a reservation in status ``held`` with an ``expires_at``)."""
+    """A reservation or a quote (a reservation in status ``held`` with an ``expires_at``).
+
+    ``placements`` say where its GPUs run (an incident may have moved some hours to other
+    pools at the same price); ``interruptions`` list what incidents took away."""
 
     pool = serializers.CharField(source="pool.slug", help_text="Pool slug.")
     provider = serializers.CharField(source="pool.region.provider.slug", help_text="Provider.")
@@ -167,6 +197,13 @@ class ReservationSerializer(serializers.ModelSerializer):
         allow_null=True,
         help_text="When a held quote lapses; null once confirmed.",
     )
+    recallable = serializers.BooleanField(
+        source="pool.recallable",
+        help_text="Backup capacity: the owner may recall it with `recall_notice_hours` notice.",
+    )
+    recall_notice_hours = serializers.IntegerField(source="pool.recall_notice_hours")
+    placements = PlacementSerializer(many=True, read_only=True)
+    interruptions = serializers.SerializerMethodField()
 
     class Meta:
         model = Reservation
@@ -194,8 +231,17 @@ class ReservationSerializer(serializers.ModelSerializer):
             "cancelled_at",
             "cancelled_by",
             "cancellation_reason",
+            "recallable",
+            "recall_notice_hours",
+            "placements",
+            "interruptions",
         ]
         read_only_fields = fields
+
+    @extend_schema_field(InterruptionSerializer(many=True))
+    def get_interruptions(self, reservation: Reservation) -> list[dict]:
+        lost = [d for d in reservation.displacements.all() if d.gpus_lost]
+        return InterruptionSerializer(lost, many=True).data
 
 
 class CapacityOfferSerializer(serializers.Serializer):
@@ -207,6 +253,11 @@ class CapacityOfferSerializer(serializers.Serializer):
     country = serializers.CharField(source="pool.region.country", help_text="ISO 3166-1 alpha-2.")
     gpu_model = serializers.CharField(source="pool.gpu_model.slug")
     tier = serializers.ChoiceField(source="pool.tier", choices=CapacityPool.Tier.choices)
+    recallable = serializers.BooleanField(
+        source="pool.recallable",
+        help_text="Backup capacity: the owner may recall it with `recall_notice_hours` notice.",
+    )
+    recall_notice_hours = serializers.IntegerField(source="pool.recall_notice_hours")
     available_gpus = serializers.IntegerField(
         help_text="The fewest free GPUs in any hour of the window."
     )

@@ -1,8 +1,8 @@
 """Booking: quotes (held capacity), reservations, cancellation, extension, lifecycle.
 
-Every function here is the one door for its state change. Capacity moves only through
-``capacity.services.capacity_claim`` / ``capacity_release`` in the same transaction as the
-reservation row, so the ledger always equals what the reservations imply.
+Every function here is the one door for its state change. Capacity moves only through the
+reservation's placements (``placements.py``, which claim and release on the ledger) in the
+same transaction as the reservation row, so the ledger always equals what they imply.
 
 Lock order (never reversed, so concurrent calls cannot deadlock):
 tenant row -> reservation row -> pool row -> pool-hour rows ascending."""
@@ -23,7 +23,7 @@ from django.db.models import DateTimeField, ExpressionWrapper, F, QuerySet, Valu
 
 from capacity.errors import InsufficientCapacity, InvalidWindow
 from capacity.models import GpuModel
-from capacity.services import capacity_claim, capacity_release
+from capacity.services import capacity_claim
 from core.errors import NotFound
 from core.money import round_money
 from core.timeutils import HOUR, ceil_hour, floor_hour, hours_between, is_whole_hour, utcnow
@@ -40,6 +40,11 @@ from marketplace.errors import (
     UnknownGpuModel,
 )
 from marketplace.models import CancellationRule, IdempotencyRecord, Reservation, Tenant
+from marketplace.services.placements import (
+    placed_gpu_hours,
+    placement_add,
+    placements_release_from,
+)
 
 HUNDRED = Decimal(100)
 # What a reservation's event data names (pool, region, provider, GPU model): loaded with it.
@@ -74,6 +79,17 @@ class BookingRequest:
     def fingerprint(self) -> str:
         canonical = {k: (str(v) if v is not None else None) for k, v in asdict(self).items()}
         return hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
+
+    @property
+    def scope(self) -> dict[str, str]:
+        """What the request allowed beyond the GPU model: where an incident may move it."""
+        wanted = {
+            "region": self.region,
+            "provider": self.provider,
+            "tier": self.tier,
+            "pool": self.pool,
+        }
+        return {name: value for name, value in wanted.items() if value}
 
 
 def _field_error(field: str, code: str, message: str) -> dict[str, list[dict[str, str]]]:
@@ -218,7 +234,7 @@ def _place(tenant: Tenant, request: BookingRequest, *, status: str, now: datetim
                     pool_id=pool.pk, start=request.start, end=request.end, gpus=request.gpu_count
                 )
                 _check_credit(tenant, total)
-                return Reservation.objects.create(
+                reservation = Reservation.objects.create(
                     tenant=tenant,
                     pool=pool,
                     gpu_count=request.gpu_count,
@@ -237,7 +253,17 @@ def _place(tenant: Tenant, request: BookingRequest, *, status: str, now: datetim
                         else None
                     ),
                     confirmed_at=now if status == Reservation.Status.CONFIRMED else None,
+                    scope=request.scope,
                 )
+                placement_add(
+                    reservation=reservation,
+                    pool_id=pool.pk,
+                    start=request.start,
+                    end=request.end,
+                    gpus=request.gpu_count,
+                    claimed=True,
+                )
+                return reservation
         except InsufficientCapacity as exc:
             best_available = max(best_available, exc.extra.get("available_gpus", 0))
     raise InsufficientCapacity(
@@ -420,12 +446,7 @@ def _expire(reservation: Reservation) -> None:
     """Release a lapsed hold. The reservation row must be locked by the caller, who records
     ``quote.expired`` after every ledger change of its transaction (the event counter is the
     last lock a transaction takes)."""
-    capacity_release(
-        pool_id=reservation.pool_id,
-        start=reservation.start,
-        end=reservation.capacity_until,
-        gpus=reservation.gpu_count,
-    )
+    placements_release_from(reservation=reservation, moment=reservation.start)
     reservation.status = Reservation.Status.EXPIRED
     reservation.capacity_until = reservation.start
     reservation.charge = Decimal("0.00")
@@ -437,12 +458,13 @@ def cancellation_terms(
 ) -> tuple[datetime, Decimal, Decimal]:
     """``(release_from, delivered_amount, fee)`` for cancelling at ``now``.
 
-    Hours already begun are delivered and charged in full; the hours given back cost the fee
-    of the CancellationRule with the largest notice the cancellation meets (none: free)."""
+    Hours already begun are delivered and charged in full (the GPU-hours placed: hours an
+    incident took away are not); the GPU-hours given back cost the fee of the
+    CancellationRule with the largest notice the cancellation meets (none: free)."""
     release_from = min(max(reservation.start, ceil_hour(now)), reservation.end)
-    per_hour = reservation.unit_price * reservation.gpu_count
     delivered = round_money(
-        per_hour * hours_between(reservation.start, release_from), reservation.currency
+        reservation.unit_price * placed_gpu_hours(reservation, end=release_from),
+        reservation.currency,
     )
     if reservation.status == Reservation.Status.HELD:
         return reservation.start, Decimal("0.00"), Decimal("0.00")
@@ -454,7 +476,10 @@ def cancellation_terms(
     )
     percent = rule.fee_percent if rule else Decimal(0)
     fee = round_money(
-        per_hour * hours_between(release_from, reservation.end) * percent / HUNDRED,
+        reservation.unit_price
+        * placed_gpu_hours(reservation, start=release_from)
+        * percent
+        / HUNDRED,
         reservation.currency,
     )
     return release_from, delivered, fee
@@ -486,12 +511,7 @@ def reservation_cancel(
             extra={"status": reservation.status},
         )
     release_from, delivered, fee = cancellation_terms(reservation, now)
-    capacity_release(
-        pool_id=reservation.pool_id,
-        start=release_from,
-        end=reservation.capacity_until,
-        gpus=reservation.gpu_count,
-    )
+    placements_release_from(reservation=reservation, moment=release_from)
     reservation.status = Reservation.Status.CANCELLED
     reservation.capacity_until = release_from
     reservation.cancellation_fee = fee
@@ -558,14 +578,19 @@ def reservation_extend(
         hours=hours_between(reservation.start, new_end),
         currency=reservation.currency,
     )
-    capacity_claim(
-        pool_id=reservation.pool_id, start=reservation.end, end=new_end, gpus=reservation.gpu_count
+    placement_add(
+        reservation=reservation,
+        pool_id=reservation.pool_id,
+        start=reservation.end,
+        end=new_end,
+        gpus=reservation.gpu_count,
     )
-    _check_credit(tenant, total - reservation.total_price)
+    added = total - reservation.total_price
+    _check_credit(tenant, added)
     reservation.end = new_end
     reservation.capacity_until = new_end
     reservation.total_price = total
-    reservation.charge = total
+    reservation.charge += added  # hours an incident took away stay uncharged
     reservation.save(update_fields=["end", "capacity_until", "total_price", "charge", "updated_at"])
     events.reservation_event("reservation.extended", reservation, now=now)
     events.balance_check(tenant, now=now)
@@ -614,6 +639,7 @@ def _advance(
             batch = list(
                 due.select_for_update(of=("self",), skip_locked=True)
                 .select_related(*RESERVATION_DISPLAY)
+                .prefetch_related(*selectors.reservation_prefetch())
                 .order_by("pk")[:batch_size]
             )
             if not batch:

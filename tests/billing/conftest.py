@@ -1,5 +1,6 @@
 """Billing fixtures: reservations are written straight to the database (billing reads them, the
-booking service is not under test here), except in the race and end-to-end tests."""
+booking service is not under test here), except in the race and end-to-end tests. So are
+incidents and what the marketplace leaves when one displaces a reservation (``displace``)."""
 
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -7,9 +8,10 @@ from decimal import Decimal
 import pytest
 from rest_framework.test import APIClient
 
+from capacity.models import Incident
 from core.money import round_money
 from core.timeutils import HOUR
-from marketplace.models import Reservation, Tenant
+from marketplace.models import Displacement, Placement, Reservation, Tenant
 from marketplace.services import tenants as tenant_services
 from tests.factories import CapacityPoolFactory, TenantFactory
 
@@ -38,7 +40,7 @@ def reserve(
     end = start + hours * HOUR
     currency = fields.pop("currency", pool.currency)
     total = round_money(unit * gpus * hours, currency)
-    return Reservation.objects.create(
+    reservation = Reservation.objects.create(
         tenant=tenant,
         pool=pool,
         gpu_count=gpus,
@@ -52,6 +54,84 @@ def reserve(
         total_price=total,
         charge=fields.pop("charge", total),
         **fields,
+    )
+    # Where its GPUs are, as booking and cancelling leave it: [start, capacity_until) on its
+    # pool (nothing once a hold expired).
+    if reservation.capacity_until > start:
+        Placement.objects.create(
+            reservation=reservation,
+            pool=pool,
+            start=start,
+            end=reservation.capacity_until,
+            gpus=gpus,
+        )
+    return reservation
+
+
+def incident_record(
+    *,
+    pool,
+    start: datetime,
+    end: datetime | None,
+    gpus: int = 8,
+    kind: str = Incident.Kind.OUTAGE,
+    **fields,
+) -> Incident:
+    return Incident.objects.create(pool=pool, kind=kind, start=start, end=end, gpus=gpus, **fields)
+
+
+def displace(
+    reservation: Reservation,
+    incident: Incident,
+    *,
+    lost: int = 0,
+    moved: int = 0,
+    to=None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> Displacement:
+    """What the marketplace leaves when ``incident`` takes ``lost + moved`` GPUs of the
+    reservation off the incident's pool for [start, end) (default: the incident's hours):
+    the placements there cut and shrunk, ``moved`` GPUs placed on pool ``to`` (naming the
+    incident), and the Displacement row."""
+    start = start or incident.start
+    end = end or incident.end
+    taken = lost + moved
+    for placement in Placement.objects.filter(
+        reservation=reservation, pool=incident.pool, start__lt=end, end__gt=start
+    ):
+        pieces = [(placement.start, start, placement.gpus)] if placement.start < start else []
+        if placement.gpus > taken:
+            pieces.append(
+                (max(placement.start, start), min(placement.end, end), placement.gpus - taken)
+            )
+        if placement.end > end:
+            pieces.append((end, placement.end, placement.gpus))
+        placement.delete()
+        Placement.objects.bulk_create(
+            Placement(
+                reservation=reservation,
+                pool_id=placement.pool_id,
+                start=piece_start,
+                end=piece_end,
+                gpus=piece_gpus,
+                incident_id=placement.incident_id,
+            )
+            for piece_start, piece_end, piece_gpus in pieces
+        )
+    if moved:
+        Placement.objects.create(
+            reservation=reservation, pool=to, start=start, end=end, gpus=moved, incident=incident
+        )
+    return Displacement.objects.create(
+        incident=incident,
+        reservation=reservation,
+        start=start,
+        end=end,
+        gpus_taken=taken,
+        gpus_moved=moved,
+        gpus_lost=lost,
+        created_at=incident.created_at,
     )
 
 

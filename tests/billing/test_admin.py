@@ -4,15 +4,17 @@ import pytest
 import time_machine
 from django.urls import reverse
 
-from billing.models import CreditNote, Invoice, Payment, UsageRecord
+from billing.models import CreditNote, Invoice, Payment, SlaCreditRule, UsageRecord
+from billing.services.corrections import usage_corrections_apply
 from billing.services.credit_notes import credit_note_create
 from billing.services.invoicing import invoices_draft, invoices_finalize_due
 from billing.services.metering import meter_usage
 from billing.services.payments import invoice_payment_record
+from billing.services.sla import sla_credits_issue
 from marketplace import selectors as marketplace_selectors
 from marketplace.models import LedgerEntry
 from tests.admin_helpers import form_values, headings, rows, titled_tables
-from tests.billing.conftest import at, reserve
+from tests.billing.conftest import at, displace, incident_record, reserve
 
 AFTER_GRACE = at(3, 1, month=4)
 PAID_AT = at(5, 9, month=4)
@@ -416,3 +418,86 @@ def test_voiding_from_the_admin(admin_client, finalized):
 
     finalized.refresh_from_db()
     assert finalized.status == "void"
+
+
+@pytest.mark.django_db
+def test_the_sla_rules_are_listed_and_edited_in_the_admin(admin_client):
+    listed = rows(page(admin_client, "billing_slacreditrule_changelist"))
+    rule = SlaCreditRule.objects.get(kind="availability", below_percent=99)
+
+    response = admin_client.post(
+        reverse("admin:billing_slacreditrule_change", args=[rule.pk]),
+        {"kind": "availability", "below_percent": "99.000", "credit_percent": "30.00"},
+    )
+
+    assert sorted((row["kind"], row["below_percent"], row["credit_percent"]) for row in listed) == [
+        ("Availability below", "95.000", "100.00"),
+        ("Availability below", "99.000", "25.00"),
+        ("Availability below", "99.900", "10.00"),
+        ("Recall inside the notice", "-", "50.00"),
+    ]
+    assert response.status_code == 302
+    rule.refresh_from_db()
+    assert rule.credit_percent == Decimal("30.00")
+
+
+@pytest.mark.django_db
+def test_the_admin_refuses_an_sla_rule_the_policy_cannot_read(admin_client):
+    response = admin_client.post(
+        reverse("admin:billing_slacreditrule_add"),
+        {"kind": "short_notice_recall", "below_percent": "90", "credit_percent": "20"},
+    )
+
+    assert response.status_code == 200
+    assert "sla_rule_threshold_fits_kind" in response.content.decode()
+    assert SlaCreditRule.objects.count() == 4
+
+
+@pytest.mark.django_db
+def test_sla_credits_and_usage_corrections_are_listed_read_only(admin_client, tenant, pool):
+    # given March closed with an outage recorded before metering (an SLA credit) and one
+    # recorded after finalization (a correction credit note)
+    reservation = reserve(tenant=tenant, pool=pool, start=at(2), hours=100)
+    before = incident_record(pool=pool, start=at(3), end=at(3, 4))
+    displace(reservation, before, lost=8)
+    meter_usage(until=AFTER_GRACE)
+    invoices_draft(now=AFTER_GRACE)
+    invoices_finalize_due(now=AFTER_GRACE)
+    usage_corrections_apply(now=AFTER_GRACE)
+    sla_credits_issue(now=AFTER_GRACE)
+    after = incident_record(pool=pool, start=at(4), end=at(4, 1))
+    late = displace(reservation, after, lost=8)
+    usage_corrections_apply(now=PAID_AT)
+
+    credits = page(admin_client, "billing_slacredit_changelist")
+    corrected = page(admin_client, "billing_usagecorrection_changelist")
+
+    assert rows(credits) == [
+        {
+            "period_start": "March 1, 2026, midnight",
+            "reservation": str(reservation),
+            "tenant_link": "Acme AI",
+            "incident_link": str(before),
+            "promised_gpu_hours": "800",
+            "delivered_gpu_hours": "768",  # 96 %
+            "credit_percent": "25.00",
+            "amount": "576.00",
+            "currency": "USD",
+            "credit_note_link": "CN-2026-000001",
+        }
+    ]
+    assert [row for row in rows(corrected) if row["displacement"] == str(late)] == [
+        {
+            "created_at": PAID_SHOWN,
+            "displacement": str(late),
+            "incident_link": str(after),
+            "tenant_link": "Acme AI",
+            "usage_removed": "0",
+            "credit_note_link": "CN-2026-000002",
+        }
+    ]
+    note = CreditNote.objects.get(number="CN-2026-000002")
+    assert (note.reason, note.amount) == ("correction", Decimal("24.00"))
+    link = reverse("admin:billing_creditnote_change", args=[note.pk])
+    assert f'href="{link}"' in corrected.content.decode()
+    assert admin_client.get(reverse("admin:billing_slacredit_add")).status_code == 403

@@ -105,16 +105,28 @@ def test_book_let_hours_pass_meter_invoice_and_finalize_through_a_real_worker(re
         assert run(draft_invoices_task) == {"drafts_built": 1, "failed": []}
         draft = Invoice.objects.get()
         assert (draft.status, draft.total) == ("draft", Decimal("316.80"))
-        assert run(finalize_invoices_task) == {"finalized": 0, "failed": []}
+        assert run(finalize_invoices_task) == {
+            "finalized": 0,
+            "sla_credit_notes": 0,
+            "failed": [],
+        }
 
     # and to 3 April 01:00, past March's grace period
     with time_machine.travel(datetime(2026, 4, 3, 1, 0, tzinfo=UTC), tick=True):
         assert run(advance_reservations)["completed"] == 1
         assert run(meter_usage_task)["usage_created"] == 12
         run(draft_invoices_task)
-        assert run(finalize_invoices_task) == {"finalized": 1, "failed": []}
+        assert run(finalize_invoices_task) == {
+            "finalized": 1,
+            "sla_credit_notes": 0,
+            "failed": [],
+        }
         # a re-delivered message changes nothing
-        assert run(finalize_invoices_task) == {"finalized": 0, "failed": []}
+        assert run(finalize_invoices_task) == {
+            "finalized": 0,
+            "sla_credit_notes": 0,
+            "failed": [],
+        }
         assert run(meter_usage_task)["usage_created"] == 0
 
     # then March is issued with its 12 hours, April holds the rest as a draft

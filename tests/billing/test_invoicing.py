@@ -6,6 +6,7 @@ import pytest
 from billing.errors import PeriodNotEnded
 from billing.models import DocumentSequence, Invoice, InvoiceLine, UsageRecord
 from billing.services import invoicing
+from billing.services.corrections import usage_corrections_apply
 from billing.services.invoicing import (
     invoice_draft_build,
     invoice_finalize,
@@ -15,11 +16,10 @@ from billing.services.invoicing import (
     invoices_finalize_month,
 )
 from billing.services.metering import meter_usage
-from capacity.models import MaintenanceWindow
 from marketplace import selectors as marketplace_selectors
 from marketplace.models import LedgerEntry, Reservation
 from marketplace.services import accounts
-from tests.billing.conftest import APRIL, MARCH, MAY, at, reserve
+from tests.billing.conftest import APRIL, MARCH, MAY, at, displace, incident_record, reserve
 from tests.db_helpers import run_concurrently
 from tests.factories import CapacityPoolFactory, TenantFactory
 
@@ -456,15 +456,20 @@ def test_reservations_in_another_currency_get_their_own_invoice(tenant, pool):
 
 @pytest.mark.django_db
 def test_an_outage_recorded_after_metering_is_dropped_from_the_draft(tenant, pool):
-    reserve(tenant=tenant, pool=pool, start=at(2, 10), hours=10)
+    # given a draft with 10 hours of 8 GPUs
+    reservation = reserve(tenant=tenant, pool=pool, start=at(2, 10), hours=10)
     bill(until=at(3))
     assert Invoice.objects.get().total == Decimal("240.00")
 
-    MaintenanceWindow.objects.create(
-        pool=pool, kind=MaintenanceWindow.Kind.OUTAGE, start=at(2, 12), end=at(2, 15), gpus=8
-    )
-    invoices_finalize_due(now=AFTER_GRACE)
+    # when an outage from 12:00 to 15:00 that took all 8 GPUs is recorded afterwards, and the
+    # next metering run applies it
+    outage = incident_record(pool=pool, start=at(2, 12), end=at(2, 15))
+    displace(reservation, outage, lost=8)
+    usage_corrections_apply(now=at(3, 1))
 
+    # then the draft has dropped those 3 hours, and is issued so
+    assert Invoice.objects.get().total == Decimal("168.00")
+    invoices_finalize_due(now=AFTER_GRACE)
     invoice = Invoice.objects.get()
     assert (invoice.status, invoice.total) == ("finalized", Decimal("168.00"))
     assert invoice.lines.get().hours == 7
@@ -476,9 +481,7 @@ def test_a_reservation_with_outage_hours_is_fully_settled_in_the_credit_check(te
     reservation = reserve(
         tenant=tenant, pool=pool, start=at(2, 10), hours=10, status=Reservation.Status.COMPLETED
     )
-    MaintenanceWindow.objects.create(
-        pool=pool, kind=MaintenanceWindow.Kind.OUTAGE, start=at(2, 12), end=at(2, 14), gpus=8
-    )
+    displace(reservation, incident_record(pool=pool, start=at(2, 12), end=at(2, 14)), lost=8)
 
     bill(until=AFTER_GRACE)
     invoices_finalize_due(now=AFTER_GRACE)
@@ -488,6 +491,78 @@ def test_a_reservation_with_outage_hours_is_fully_settled_in_the_credit_check(te
     reservation.refresh_from_db()
     assert reservation.invoiced_amount == reservation.charge == Decimal("240.00")
     assert marketplace_selectors.uninvoiced_commitments(tenant=tenant) == Decimal("0")
+
+
+def issued_invoice(tenant) -> tuple:
+    invoice = Invoice.objects.get(tenant=tenant)
+    lines = list(
+        invoice.lines.values_list(
+            "kind",
+            "description",
+            "pool",
+            "gpus",
+            "hours",
+            "gpu_hours",
+            "list_unit_price",
+            "unit_price",
+            "gross_amount",
+            "discount_amount",
+            "amount",
+            "first_hour",
+            "last_hour",
+        )
+    )
+    return (invoice.status, invoice.subtotal, invoice.discount_total, invoice.total, lines)
+
+
+@pytest.mark.django_db
+def test_a_reservation_moved_to_another_pool_is_billed_as_if_it_had_never_moved(
+    tenant, other_tenant, pool, backup_pool
+):
+    # given two identical reservations of 16 GPUs at 2.7000 (list price 3.00): the second
+    # tenant's had 8 GPUs moved to the cheaper backup pool for 5 hours and all 16 for 2 more
+    reserve(
+        tenant=tenant,
+        pool=pool,
+        start=at(2, 10),
+        hours=20,
+        gpus=16,
+        unit_price="2.7",
+        list_price="3",
+    )
+    moved = reserve(
+        tenant=other_tenant,
+        pool=pool,
+        start=at(2, 10),
+        hours=20,
+        gpus=16,
+        unit_price="2.7",
+        list_price="3",
+    )
+    displace(
+        moved, incident_record(pool=pool, start=at(2, 12), end=at(2, 17)), moved=8, to=backup_pool
+    )
+    displace(
+        moved,
+        incident_record(pool=pool, start=at(2, 20), end=at(2, 22), gpus=16),
+        moved=16,
+        to=backup_pool,
+    )
+
+    bill(until=AFTER_GRACE)
+    invoices_finalize_due(now=AFTER_GRACE)
+
+    # then both invoices are the same, to the line: one line, on the reservation's own pool,
+    # at its own price
+    assert UsageRecord.objects.filter(reservation=moved, pool=backup_pool).count() == 7
+    assert issued_invoice(other_tenant) == issued_invoice(tenant)
+    assert issued_invoice(tenant)[1:4] == (Decimal("960.00"), Decimal("96.00"), Decimal("864.00"))
+    assert issued_invoice(tenant)[4][0][1:5] == (
+        "16 x H100-SXM-80GB on aws-h100, 2026-03-02 10:00 to 2026-03-03 06:00 UTC",
+        "aws-h100",
+        16,
+        20,
+    )
 
 
 @pytest.mark.django_db

@@ -5,10 +5,9 @@ import pytest
 
 from billing.models import Charge, MeteringCursor, UsageRecord
 from billing.services.metering import _meter_portable, meter_usage
-from capacity.models import MaintenanceWindow
 from core.timeutils import HOUR
 from marketplace.models import Reservation
-from tests.billing.conftest import at, reserve
+from tests.billing.conftest import at, displace, incident_record, reserve
 from tests.db_helpers import run_concurrently
 
 
@@ -81,38 +80,137 @@ def test_two_metering_runs_at_once_write_the_same_rows_as_one(tenant, pool):
 
 
 @pytest.mark.django_db
-def test_hours_of_an_outage_on_the_pool_are_not_billed(tenant, pool):
-    # given a 10-hour reservation and an outage on its pool from 12:00 to 14:30
-    reserve(tenant=tenant, pool=pool, start=at(2, 10), hours=10, gpus=8)
-    MaintenanceWindow.objects.create(
-        pool=pool,
-        kind=MaintenanceWindow.Kind.OUTAGE,
-        start=at(2, 12),
-        end=at(2, 14) + timedelta(minutes=30),
-        gpus=8,
-        reason="PDU failure",
-    )
+def test_hours_an_incident_took_off_the_placement_are_not_billed(tenant, pool):
+    # given a 10-hour reservation of 8 GPUs, and an outage from 12:00 to 15:00 that took all
+    # its GPUs on the pool (the marketplace cut its placement and recorded the displacement)
+    reservation = reserve(tenant=tenant, pool=pool, start=at(2, 10), hours=10, gpus=8)
+    outage = incident_record(pool=pool, start=at(2, 12), end=at(2, 15), reason="PDU failure")
+    displace(reservation, outage, lost=8)
 
     meter_usage(until=at(3))
 
-    # then 12:00, 13:00 and the hour 14:00 (partly down) are not billed
+    # then 12:00, 13:00 and 14:00 are not billed
     hours = list(UsageRecord.objects.order_by("hour").values_list("hour", flat=True))
     assert hours == [at(2, h) for h in (10, 11, 15, 16, 17, 18, 19)]
 
 
 @pytest.mark.django_db
-def test_planned_maintenance_and_other_pools_outages_cost_nothing(tenant, pool, backup_pool):
+def test_gpus_an_incident_took_in_part_are_billed_for_what_stayed(tenant, pool):
+    # given 16 GPUs, 8 of which an outage took from 12:00 to 14:00
+    reserve(tenant=tenant, pool=pool, start=at(2, 10), hours=6, gpus=16)
+    outage = incident_record(pool=pool, start=at(2, 12), end=at(2, 14))
+    displace(Reservation.objects.get(), outage, lost=8)
+
+    meter_usage(until=at(3))
+
+    # then those two hours bill 8 GPUs, the others 16
+    assert list(UsageRecord.objects.order_by("hour").values_list("hour", "gpus", "amount")) == [
+        (at(2, 10), 16, Decimal("48.0000")),
+        (at(2, 11), 16, Decimal("48.0000")),
+        (at(2, 12), 8, Decimal("24.0000")),
+        (at(2, 13), 8, Decimal("24.0000")),
+        (at(2, 14), 16, Decimal("48.0000")),
+        (at(2, 15), 16, Decimal("48.0000")),
+    ]
+
+
+@pytest.mark.django_db
+def test_an_incident_that_displaced_nobody_costs_nothing(tenant, pool, backup_pool):
+    # given planned maintenance on the pool that left the reservation alone, and an outage of
+    # another pool
     reserve(tenant=tenant, pool=pool, start=at(2, 10), hours=4)
-    MaintenanceWindow.objects.create(
-        pool=pool, kind=MaintenanceWindow.Kind.MAINTENANCE, start=at(2, 10), end=at(2, 12), gpus=8
-    )
-    MaintenanceWindow.objects.create(
-        pool=backup_pool, kind=MaintenanceWindow.Kind.OUTAGE, start=at(2), end=at(3), gpus=8
-    )
+    incident_record(pool=pool, kind="maintenance", start=at(2, 10), end=at(2, 12))
+    incident_record(pool=backup_pool, start=at(2), end=at(3))
+    incident_record(pool=pool, start=at(2, 11), end=None)  # open, with spare GPUs to take
 
     meter_usage(until=at(3))
 
     assert UsageRecord.objects.count() == 4
+
+
+@pytest.mark.django_db
+def test_a_reservation_split_across_two_pools_meters_both_at_its_own_price(
+    tenant, pool, backup_pool
+):
+    # given 16 GPUs at 3.0000 on the pool (cost 2.00), of which an outage moved 8 to the backup
+    # pool (cost 1.50, list price 2.20) from 12:00 to 14:00
+    reservation = reserve(tenant=tenant, pool=pool, start=at(2, 11), hours=4, gpus=16)
+    outage = incident_record(pool=pool, start=at(2, 12), end=at(2, 14))
+    displace(reservation, outage, moved=8, to=backup_pool)
+
+    meter_usage(until=at(3))
+
+    # then both pools are metered in the moved hours, each at the reservation's unit price and
+    # at its own provider cost
+    assert list(
+        UsageRecord.objects.order_by("hour", "pool__slug").values_list(
+            "hour",
+            "pool__slug",
+            "gpus",
+            "unit_price",
+            "amount",
+            "cost_per_gpu_hour",
+            "provider_cost",
+        )
+    ) == [
+        (
+            at(2, 11),
+            "aws-h100",
+            16,
+            Decimal("3.0000"),
+            Decimal("48.0000"),
+            Decimal("2.0000"),
+            Decimal("32.0000"),
+        ),
+        (
+            at(2, 12),
+            "aws-h100",
+            8,
+            Decimal("3.0000"),
+            Decimal("24.0000"),
+            Decimal("2.0000"),
+            Decimal("16.0000"),
+        ),
+        (
+            at(2, 12),
+            "azure-h100-backup",
+            8,
+            Decimal("3.0000"),
+            Decimal("24.0000"),
+            Decimal("1.5000"),
+            Decimal("12.0000"),
+        ),
+        (
+            at(2, 13),
+            "aws-h100",
+            8,
+            Decimal("3.0000"),
+            Decimal("24.0000"),
+            Decimal("2.0000"),
+            Decimal("16.0000"),
+        ),
+        (
+            at(2, 13),
+            "azure-h100-backup",
+            8,
+            Decimal("3.0000"),
+            Decimal("24.0000"),
+            Decimal("1.5000"),
+            Decimal("12.0000"),
+        ),
+        (
+            at(2, 14),
+            "aws-h100",
+            16,
+            Decimal("3.0000"),
+            Decimal("48.0000"),
+            Decimal("2.0000"),
+            Decimal("32.0000"),
+        ),
+    ]
+    assert set(UsageRecord.objects.values_list("reservation_id", "tenant_id", "currency")) == {
+        (reservation.pk, tenant.pk, "USD")
+    }
 
 
 @pytest.mark.django_db
@@ -287,8 +385,7 @@ def every_column() -> list[tuple]:
 def test_the_portable_metering_path_writes_the_same_rows_as_the_postgresql_one(
     tenant, pool, backup_pool, low
 ):
-    # given reservations of every kind (billed or not, one in euros), an outage and planned
-    # maintenance
+    # given reservations of every kind (billed or not, one in euros)
     reserve(tenant=tenant, pool=pool, start=at(2, 10), hours=30)
     reserve(tenant=tenant, pool=backup_pool, start=at(3, 5), hours=7, unit_price="2.1234")
     reserve(
@@ -310,16 +407,14 @@ def test_the_portable_metering_path_writes_the_same_rows_as_the_postgresql_one(
             hold_expires_at=at(1),
             capacity_until=at(2, 11) if status == Reservation.Status.EXPIRED else at(2, 16),
         )
-    MaintenanceWindow.objects.create(
-        pool=pool, kind=MaintenanceWindow.Kind.OUTAGE, start=at(3, 1), end=at(3, 3), gpus=8
+    # an outage that took 8 of the first reservation's GPUs from 1:00 to 3:00 on 3 March and
+    # moved them to the backup pool, and one that took the backup reservation's for 2 hours
+    first = Reservation.objects.get(pool=pool, start=at(2, 10))
+    displace(
+        first, incident_record(pool=pool, start=at(3, 1), end=at(3, 3)), moved=8, to=backup_pool
     )
-    MaintenanceWindow.objects.create(
-        pool=backup_pool,
-        kind=MaintenanceWindow.Kind.MAINTENANCE,
-        start=at(3, 6),
-        end=at(3, 8),
-        gpus=8,
-    )
+    backup = Reservation.objects.get(pool=backup_pool)
+    displace(backup, incident_record(pool=backup_pool, start=at(3, 6), end=at(3, 8)), lost=8)
     meter_usage(until=at(3, 12))
     by_postgresql = every_column()
     if low is not None:
@@ -333,3 +428,39 @@ def test_the_portable_metering_path_writes_the_same_rows_as_the_postgresql_one(
     # then the rows are identical, to the last column
     assert len(by_postgresql) == (38 if low is None else 20)
     assert every_column() == by_postgresql
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("path", ["postgresql", "portable"])
+def test_two_placements_on_one_pool_in_the_same_hour_are_one_record_of_both(
+    tenant, pool, backup_pool, path
+):
+    # given 8 GPUs on the pool, 8 of which an incident on the backup pool sent back to it for
+    # 2 hours after an earlier move: two placements of the reservation cover those hours
+    reservation = reserve(tenant=tenant, pool=pool, start=at(2, 10), hours=4, gpus=16)
+    displace(
+        reservation,
+        incident_record(pool=pool, start=at(2, 10), end=at(2, 14)),
+        moved=8,
+        to=backup_pool,
+    )
+    back = incident_record(pool=backup_pool, start=at(2, 11), end=at(2, 13))
+    displace(reservation, back, moved=8, to=pool)
+
+    if path == "postgresql":
+        meter_usage(until=at(3))
+    else:
+        _meter_portable(until=at(3), low=None)
+
+    assert list(
+        UsageRecord.objects.order_by("hour", "pool__slug").values_list(
+            "hour", "pool__slug", "gpus", "amount", "provider_cost"
+        )
+    ) == [
+        (at(2, 10), "aws-h100", 8, Decimal("24.0000"), Decimal("16.0000")),
+        (at(2, 10), "azure-h100-backup", 8, Decimal("24.0000"), Decimal("12.0000")),
+        (at(2, 11), "aws-h100", 16, Decimal("48.0000"), Decimal("32.0000")),
+        (at(2, 12), "aws-h100", 16, Decimal("48.0000"), Decimal("32.0000")),
+        (at(2, 13), "aws-h100", 8, Decimal("24.0000"), Decimal("16.0000")),
+        (at(2, 13), "azure-h100-backup", 8, Decimal("24.0000"), Decimal("12.0000")),
+    ]

@@ -4,9 +4,8 @@ import pytest
 
 from billing.services.metering import meter_usage
 from billing.services.reports import backup_share_report, margin_report, utilisation_report
-from capacity.models import MaintenanceWindow
 from marketplace.models import Reservation
-from tests.billing.conftest import APRIL, MARCH, at, reserve
+from tests.billing.conftest import APRIL, MARCH, at, displace, incident_record, reserve
 from tests.factories import CapacityPoolFactory
 
 
@@ -57,7 +56,7 @@ def test_margin_per_provider_pool_and_month(march_usage, pool, backup_pool):
 @pytest.mark.django_db
 def test_utilisation_is_sold_over_available_gpu_hours(march_usage, pool, backup_pool):
     # given 8 of the pool's GPUs out for 31 hours of planned maintenance
-    MaintenanceWindow.objects.create(pool=pool, start=at(10), end=at(11, 7), gpus=8)
+    incident_record(pool=pool, kind="maintenance", start=at(10), end=at(11, 7))
     idle = CapacityPoolFactory(slug="idle", available_from=at(16), node_count=1)
 
     report = utilisation_report(start=MARCH, end=APRIL)
@@ -70,6 +69,52 @@ def test_utilisation_is_sold_over_available_gpu_hours(march_usage, pool, backup_
     # a pool whose contract starts on 16 March: 16 days x 24 h x 8 GPUs
     assert rows[idle.slug]["available_gpu_hours"] == Decimal("3072")
     assert rows[idle.slug]["utilisation_percent"] == Decimal("0.00")
+
+
+@pytest.mark.django_db
+def test_utilisation_counts_open_incidents_up_to_the_end_of_the_report(march_usage, pool):
+    # given 16 of the pool's 32 GPUs out since 30 March 00:00 and still out, a withdrawn
+    # recall, and 40 GPUs (more than the pool has) out for 10 hours on 20 March
+    incident_record(pool=pool, start=at(30), end=None, gpus=16)
+    incident_record(pool=pool, kind="recall", start=at(25), end=at(25), gpus=32)
+    incident_record(pool=pool, start=at(20), end=at(20, 10), gpus=40)
+
+    march = utilisation_report(start=MARCH, end=APRIL)
+    both = utilisation_report(start=MARCH, end=at(1, month=5))
+
+    # then March loses 16 x 48 GPU-hours to the open one and 32 x 10 to the other
+    # (23808 - 768 - 320), and April the whole month at 16 GPUs (23040 - 11520)
+    by_month = {(row[0], row[2]): row[6] for row in both.rows}
+    assert {row[2]: row[6] for row in march.rows}["aws-h100"] == Decimal("22720")
+    assert by_month["2026-03", "aws-h100"] == Decimal("22720")
+    assert by_month["2026-04", "aws-h100"] == Decimal("11520")
+
+
+@pytest.mark.django_db
+def test_usage_moved_by_an_incident_counts_on_the_pool_it_ran_on(tenant, pool, backup_pool):
+    # given 8 GPUs at 3.00 for 10 hours on the pool, moved to the backup pool for 4 of them
+    reservation = reserve(tenant=tenant, pool=pool, start=at(2), hours=10)
+    displace(
+        reservation,
+        incident_record(pool=pool, start=at(2, 2), end=at(2, 6)),
+        moved=8,
+        to=backup_pool,
+    )
+    meter_usage(until=APRIL)
+
+    margin = {row[2]: row for row in margin_report(start=MARCH, end=APRIL).rows}
+    sold = {row[2]: row[5] for row in utilisation_report(start=MARCH, end=APRIL).rows}
+
+    # then the backup pool sold 32 GPU-hours at the reservation's price and its own cost
+    assert margin["azure-h100-backup"][5:10] == [
+        Decimal("32"),
+        Decimal("96.00"),
+        Decimal("0.00"),
+        Decimal("96.00"),
+        Decimal("48.00"),
+    ]
+    assert margin["aws-h100"][5] == Decimal("48")
+    assert sold == {"aws-h100": Decimal("48"), "azure-h100-backup": Decimal("32")}
 
 
 @pytest.mark.django_db

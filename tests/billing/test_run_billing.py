@@ -25,10 +25,12 @@ def test_run_billing_meters_drafts_and_finalizes_a_month_by_hand(tenant, pool):
 
     assert first.splitlines() == [
         "Metered until 2026-04-01T00:00Z: 36 usage records, 0 charges.",
+        "Usage corrections: 0 displacement(s) applied.",
         "Drafts built: 1.",
         "Finalized after grace: 0.",
+        "SLA credit notes issued: 0.",
     ]
-    assert forced.splitlines()[-1] == "Finalized for 2026-03: 1."
+    assert forced.splitlines()[-2:] == ["Finalized for 2026-03: 1.", "SLA credit notes issued: 0."]
     assert dict(Invoice.objects.values_list("period_start", "status")) == {
         at(1): "finalized",
         at(1, month=4): "draft",
@@ -61,7 +63,8 @@ def test_the_billing_schedule_is_installed_and_editable_in_the_admin():
 
 
 def test_billing_runs_on_the_sqlite_development_setup(tmp_path):
-    """`make run` uses SQLite and its beat calls the billing tasks: they must work there."""
+    """`make run` uses SQLite and its beat calls the billing tasks: they must work there, the
+    usage corrections and SLA credits included."""
     script = """
         import io
         import django
@@ -70,11 +73,28 @@ def test_billing_runs_on_the_sqlite_development_setup(tmp_path):
         from decimal import Decimal
         from django.core.management import call_command
         from billing import tasks
-        from billing.models import Invoice
-        from capacity.models import MaintenanceWindow
+        from billing.models import CreditNote, Invoice
+        from capacity.models import Incident
+        from marketplace.models import Displacement, Placement
         from marketplace.services.booking import BookingRequest, reservation_cancel
         from marketplace.services.booking import reservation_create
         from marketplace.services.tenants import tenant_create
+
+        def at(day, hour, month=3):
+            return datetime(2026, month, day, hour, tzinfo=UTC)
+
+        def outage(reservation, start, end):
+            # what the marketplace leaves: the placement cut around the hours, the displacement
+            incident = Incident.objects.create(pool=reservation.pool, kind="outage", gpus=8,
+                                               start=start, end=end)
+            placement = Placement.objects.get(reservation=reservation, start__lt=end,
+                                              end__gt=start)
+            Placement.objects.create(reservation=reservation, pool=placement.pool, start=end,
+                                     end=placement.end, gpus=8)
+            placement.end = start
+            placement.save()
+            Displacement.objects.create(incident=incident, reservation=reservation, start=start,
+                                        end=end, gpus_taken=8, gpus_lost=8, created_at=start)
 
         call_command("migrate", verbosity=0)
         call_command("seed_demo", stdout=io.StringIO())
@@ -83,31 +103,40 @@ def test_billing_runs_on_the_sqlite_development_setup(tmp_path):
             request = BookingRequest(gpu_model="h100-sxm-80gb", gpu_count=8, start=start, end=end)
             return reservation_create(
                 tenant=tenant, request=request, fingerprint=request.fingerprint(),
-                now=datetime(2026, 3, 30, tzinfo=UTC),
+                now=at(30, 0),
             )[0]
-        kept = book(datetime(2026, 3, 31, 12, tzinfo=UTC), datetime(2026, 4, 1, 12, tzinfo=UTC))
-        dropped = book(datetime(2026, 3, 31, tzinfo=UTC), datetime(2026, 3, 31, 10, tzinfo=UTC))
+        kept = book(at(31, 12), at(1, 12, month=4))
+        dropped = book(at(31, 0), at(31, 10))
         reservation_cancel(tenant=tenant, reservation_id=dropped.pk, cancelled_by="t",
                            now=datetime(2026, 3, 31, 3, 20, tzinfo=UTC))
-        MaintenanceWindow.objects.create(pool=kept.pool, kind="outage", gpus=8,
-            start=datetime(2026, 3, 31, 14, tzinfo=UTC), end=datetime(2026, 3, 31, 15, tzinfo=UTC))
+        outage(kept, at(31, 14), at(31, 15))  # before metering: never billed
         for _ in range(2):
             print(tasks.meter_usage_task("2026-04-03T01:00:00+00:00"))
             print(tasks.draft_invoices_task("2026-04-03T01:00:00+00:00"))
             print(tasks.finalize_invoices_task("2026-04-03T01:00:00+00:00"))
+            if not Displacement.objects.filter(start=at(1, 2, month=4)).exists():
+                outage(kept, at(1, 2, month=4), at(1, 4, month=4))  # after: on April's draft
         for invoice in Invoice.objects.order_by("period_start"):
-            print(invoice.number, invoice.status, invoice.lines.count())
+            print(invoice.number, invoice.status, invoice.lines.count(), invoice.total)
+        for note in CreditNote.objects.all():
+            print(note.number, note.reason, note.amount)
         """
     result = run_on_sqlite(script, tmp_path)
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
-        "{'until': '2026-04-03T01:00:00+00:00', 'usage_created': 27, 'charges_created': 1}",
+        "{'until': '2026-04-03T01:00:00+00:00', 'usage_created': 27, 'charges_created': 1, "
+        "'displacements_corrected': 1, 'failed': []}",
         "{'drafts_built': 2, 'failed': []}",
-        "{'finalized': 1, 'failed': []}",
-        "{'until': '2026-04-03T01:00:00+00:00', 'usage_created': 0, 'charges_created': 0}",
+        "{'finalized': 1, 'sla_credit_notes': 1, 'failed': []}",
+        "{'until': '2026-04-03T01:00:00+00:00', 'usage_created': 0, 'charges_created': 0, "
+        "'displacements_corrected': 1, 'failed': []}",
         "{'drafts_built': 0, 'failed': []}",
-        "{'finalized': 0, 'failed': []}",
-        "INV-2026-000001 finalized 3",
-        "None draft 1",
+        "{'finalized': 0, 'sla_credit_notes': 0, 'failed': []}",
+        # March: 11 of kept's 12 hours (162.80 at 1.85 x 8 GPUs), 4 delivered hours of the
+        # cancelled one (59.20) and its fee (44.40); kept delivered 88 of 96 promised
+        # GPU-hours (91.7 %): an SLA credit of 100 % of its line
+        "INV-2026-000001 finalized 3 266.40",
+        "None draft 1 148.00",  # April: 10 of kept's 12 hours, the outage's 2 dropped
+        "CN-2026-000001 sla 162.80",
     ]

@@ -2,9 +2,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import time_machine
+from django.test.html import Element, parse_html
 
-from capacity.models import CapacityPool, MaintenanceWindow, PoolHour
-from tests.admin_helpers import form_values, headings, options, rows
+from capacity.models import CapacityPool, Incident, PoolHour
+from tests.admin_helpers import form_values, headings, rows, text
 from tests.factories import CapacityPoolFactory, GpuModelFactory, ProviderFactory, RegionFactory
 
 pytestmark = pytest.mark.django_db
@@ -24,7 +25,7 @@ def admin_client(client, operator):
 @pytest.fixture
 def catalogue() -> CapacityPool:
     """One of everything: a provider with a region, a GPU model, a 32-GPU pool holding 8 back,
-    an outage on it, and a ledger hour with 10 of 16 GPUs booked."""
+    an outage on it still open, and a ledger hour with 10 of 16 GPUs booked."""
     aws = ProviderFactory(name="Amazon Web Services", slug="aws", kind="hyperscaler")
     region = RegionFactory(provider=aws, code="us-east-1", name="N. Virginia", country="US")
     gpu = GpuModelFactory(architecture="Hopper")
@@ -38,13 +39,8 @@ def catalogue() -> CapacityPool:
         reserved_gpus=8,
         external_id="cap-123",
     )
-    MaintenanceWindow.objects.create(
-        pool=pool,
-        kind="outage",
-        start=HOUR_9,
-        end=HOUR_9 + timedelta(hours=2),
-        gpus=8,
-        reason="PDU failure",
+    Incident.objects.create(
+        pool=pool, kind="outage", start=HOUR_9, end=None, gpus=8, reason="PDU failure"
     )
     PoolHour.objects.create(pool=pool, hour=HOUR_9, capacity=16, booked=10)
     return pool
@@ -105,18 +101,6 @@ def catalogue() -> CapacityPool:
             },
         ),
         (
-            "maintenancewindow",
-            "Select maintenance window to change",
-            {
-                "pool": "aws-h100",
-                "kind": "Outage",
-                "start": "Dec. 7, 2026, 9 a.m.",
-                "end": "Dec. 7, 2026, 11 a.m.",
-                "gpus": "8",
-                "reason": "PDU failure",
-            },
-        ),
-        (
             "poolhour",
             "Select pool hour to view",
             {
@@ -125,6 +109,7 @@ def catalogue() -> CapacityPool:
                 "capacity": "16",
                 "booked": "10",
                 "free": "6",
+                "excess": "0",
             },
         ),
     ],
@@ -135,8 +120,36 @@ def test_each_operator_list_shows_the_catalogue(admin_client, catalogue, model, 
     assert rows(response) == [shown]
 
 
-def test_the_pool_page_shows_the_pool_its_derived_size_and_its_outages(admin_client, catalogue):
-    response = admin_client.get(f"/admin/capacity/capacitypool/{catalogue.pk}/change/")
+def test_the_pool_page_shows_the_pool_its_derived_size_and_its_open_incidents(
+    admin_client, catalogue
+):
+    # given, besides the open outage, a maintenance that is over and one withdrawn
+    last_week = HOUR_9 - timedelta(days=7)
+    Incident.objects.create(
+        pool=catalogue,
+        kind="maintenance",
+        start=last_week,
+        end=last_week + timedelta(hours=2),
+        gpus=16,
+        reason="firmware",
+        closed_at=last_week,
+    )
+    Incident.objects.create(
+        pool=catalogue, kind="maintenance", start=HOUR_9, end=HOUR_9, gpus=8, reason="withdrawn"
+    )
+    # and a maintenance planned for next week (coming: listed)
+    next_week = HOUR_9 + timedelta(days=7)
+    Incident.objects.create(
+        pool=catalogue,
+        kind="maintenance",
+        start=next_week,
+        end=next_week + timedelta(hours=4),
+        gpus=8,
+        reason="planned",
+    )
+
+    with time_machine.travel(NOW, tick=False):
+        response = admin_client.get(f"/admin/capacity/capacitypool/{catalogue.pk}/change/")
 
     assert headings(response) == {
         "title": "aws-h100 | Change capacity pool | GPU Marketplace",
@@ -144,12 +157,13 @@ def test_the_pool_page_shows_the_pool_its_derived_size_and_its_outages(admin_cli
         "h2": "aws-h100",
     }
     values = form_values(response)
-    assert {name: values[name] for name in _pool_form(catalogue) if name in values} == {
+    assert {name: values[name] for name in pool_form(catalogue) if name in values} == {
         "slug": "aws-h100",
         "name": "AWS H100 us-east-1",
         "region": "aws/us-east-1",
         "gpu_model": "H100-SXM-80GB",
         "tier": "Primary",
+        "recall_notice_hours": "2",
         "status": "Active",
         "external_id": "cap-123",
         "gpus_per_node": "8",
@@ -165,54 +179,64 @@ def test_the_pool_page_shows_the_pool_its_derived_size_and_its_outages(admin_cli
         "price_per_gpu_hour": "3.0000",
     }
     assert values["total_gpus"] == "32"  # read-only, derived by the database
-    assert rows(response, within="maintenance-group") == [
+    # the open outage and the coming maintenance are listed, read-only, under their heading
+    assert rows(response, within="incidents-group") == [
+        {
+            "kind": "Planned maintenance",
+            "gpus": "8",
+            "start": "Dec. 14, 2026, 9 a.m.",
+            "end": "Dec. 14, 2026, 1 p.m.",
+            "reason": "planned",
+            "short_notice": "False",
+        },
         {
             "kind": "Outage",
-            "start": "Dec. 7, 2026, 9 a.m.",
-            "end": "Dec. 7, 2026, 11 a.m.",
             "gpus": "8",
+            "start": "Dec. 7, 2026, 9 a.m.",
+            "end": "-",
             "reason": "PDU failure",
-        }
+            "short_notice": "False",
+        },
     ]
+    assert inline_headings(response, "incidents-group") == ["Open and coming incidents"]
+    assert not [name for name in values if name.startswith("incidents-")]  # nothing editable
 
 
-def test_a_maintenance_window_page_shows_it_read_only_but_its_reason(admin_client, catalogue):
-    window = MaintenanceWindow.objects.get()
+def test_the_pool_page_offers_no_way_to_add_or_delete_incidents(admin_client, catalogue):
+    response = admin_client.get(f"/admin/capacity/capacitypool/{catalogue.pk}/change/")
 
-    response = admin_client.get(f"/admin/capacity/maintenancewindow/{window.pk}/change/")
-
-    assert headings(response)["h2"] == "aws-h100 2026-12-07 09:00–2026-12-07 11:00 (8)"
-    assert form_values(response) == {
-        "pool": "aws-h100",
-        "kind": "Outage",
-        "start": "Dec. 7, 2026, 9 a.m.",
-        "end": "Dec. 7, 2026, 11 a.m.",
-        "gpus": "8",
-        "reason": "PDU failure",  # the one editable field
-    }
+    # no empty form to add one from, no room for another, no delete box on the one shown
+    page = response.content.decode()
+    assert "incidents-__prefix__" not in page
+    assert 'name="incidents-MAX_NUM_FORMS" value="0"' in page
+    assert 'name="incidents-0-DELETE"' not in page
+    # and the maintenance window screens are gone: incidents are recorded with the marketplace
+    assert admin_client.get("/admin/capacity/maintenancewindow/").status_code == 404
+    assert admin_client.get("/admin/capacity/maintenancewindow/add/").status_code == 404
 
 
-def test_the_maintenance_form_offers_the_pools(admin_client, catalogue):
-    response = admin_client.get("/admin/capacity/maintenancewindow/add/")
+def inline_headings(response, within: str) -> list[str]:
+    """The texts of the ``h2`` headings inside the element with id ``within``."""
 
-    assert headings(response)["h1"] == "Add maintenance window"
-    assert options(response, "pool") == ["---------", "aws-h100"]
-    assert options(response, "kind") == ["Planned maintenance", "Outage"]
-    values = form_values(response)
-    assert (values["pool"], values["kind"], values["gpus"]) == (
-        "---------",
-        "Planned maintenance",
-        "",
-    )
+    def walk(element: Element, inside: bool) -> list[str]:
+        inside = inside or dict(element.attributes).get("id") == within
+        found = [text(element)] if inside and element.name == "h2" else []
+        for child in element.children:
+            if isinstance(child, Element):
+                found += walk(child, inside)
+        return found
+
+    return walk(parse_html(response.content.decode()), False)
 
 
-def _pool_form(pool: CapacityPool, **changes) -> dict:
+def pool_form(pool: CapacityPool, **changes) -> dict:
     data = {
         "slug": pool.slug,
         "name": pool.name,
         "region": pool.region_id,
         "gpu_model": pool.gpu_model_id,
         "tier": pool.tier,
+        "recall_notice_hours": pool.recall_notice_hours,
         "status": pool.status,
         "external_id": "",
         "gpus_per_node": pool.gpus_per_node,
@@ -226,8 +250,8 @@ def _pool_form(pool: CapacityPool, **changes) -> dict:
         "currency": "USD",
         "cost_per_gpu_hour": "2.0000",
         "price_per_gpu_hour": "3.0000",
-        "maintenance-TOTAL_FORMS": "0",
-        "maintenance-INITIAL_FORMS": "0",
+        "incidents-TOTAL_FORMS": "0",
+        "incidents-INITIAL_FORMS": "0",
     }
     data.update(changes)
     return data
@@ -240,7 +264,7 @@ def test_shrinking_a_pool_below_its_bookings_is_refused_with_a_message(admin_cli
     # when the operator cuts the pool to 2 nodes
     with time_machine.travel(NOW, tick=False):
         response = admin_client.post(
-            f"/admin/capacity/capacitypool/{pool.pk}/change/", _pool_form(pool, node_count=2)
+            f"/admin/capacity/capacitypool/{pool.pk}/change/", pool_form(pool, node_count=2)
         )
     # then the form says why and nothing changed
     assert response.status_code == 200
@@ -254,51 +278,39 @@ def test_growing_a_pool_raises_the_ledger_capacity(admin_client):
     PoolHour.objects.create(pool=pool, hour=HOUR_9, capacity=32, booked=24)
     with time_machine.travel(NOW, tick=False):
         response = admin_client.post(
-            f"/admin/capacity/capacitypool/{pool.pk}/change/", _pool_form(pool, node_count=6)
+            f"/admin/capacity/capacitypool/{pool.pk}/change/", pool_form(pool, node_count=6)
         )
     assert response.status_code == 302
     assert PoolHour.objects.get(pool=pool).capacity == 48
 
 
-def test_a_maintenance_window_that_would_strand_bookings_is_refused(admin_client):
+def test_a_pool_with_an_open_incident_is_edited_with_its_incident_rows_posted(admin_client):
+    # given 8 of 32 GPUs out since 09:00 until further notice, with 16 booked at 09:00
     pool = CapacityPoolFactory(gpus_per_node=8, node_count=4)
-    PoolHour.objects.create(pool=pool, hour=HOUR_9, capacity=32, booked=24)
-    with time_machine.travel(NOW, tick=False):
-        response = admin_client.post(
-            "/admin/capacity/maintenancewindow/add/",
-            {
-                "pool": pool.pk,
-                "kind": "maintenance",
-                "start_0": "2026-12-07",
-                "start_1": "09:00:00",
-                "end_0": "2026-12-07",
-                "end_1": "10:00:00",
-                "gpus": "16",
-                "reason": "firmware",
-            },
-        )
-    assert response.status_code == 200
-    assert b"24 GPUs are booked" in response.content
-    assert not MaintenanceWindow.objects.exists()
-    assert PoolHour.objects.get(pool=pool).capacity == 32
+    incident = Incident.objects.create(pool=pool, kind="outage", start=HOUR_9, gpus=8)
+    PoolHour.objects.create(pool=pool, hour=HOUR_9, capacity=24, booked=16)
 
-
-def test_a_maintenance_window_that_fits_lowers_the_ledger_capacity(admin_client):
-    pool = CapacityPoolFactory(gpus_per_node=8, node_count=4)
-    PoolHour.objects.create(pool=pool, hour=HOUR_9, capacity=32, booked=8)
+    # when the operator grows the pool to 6 nodes, the page posting the inline as shown
+    form = pool_form(
+        pool,
+        node_count=6,
+        **{
+            "incidents-TOTAL_FORMS": "1",
+            "incidents-INITIAL_FORMS": "1",
+            "incidents-0-id": str(incident.pk),
+            "incidents-0-pool": str(pool.pk),
+        },
+    )
     with time_machine.travel(NOW, tick=False):
-        response = admin_client.post(
-            "/admin/capacity/maintenancewindow/add/",
-            {
-                "pool": pool.pk,
-                "kind": "maintenance",
-                "start_0": "2026-12-07",
-                "start_1": "09:00:00",
-                "end_0": "2026-12-07",
-                "end_1": "10:00:00",
-                "gpus": "16",
-                "reason": "firmware",
-            },
-        )
+        response = admin_client.post(f"/admin/capacity/capacitypool/{pool.pk}/change/", form)
+
+    # then the pool grows, the incident is untouched and still counted: 48 - 8 = 40
     assert response.status_code == 302
-    assert PoolHour.objects.get(pool=pool).capacity == 16
+    assert PoolHour.objects.get(pool=pool).capacity == 40
+    incident.refresh_from_db()
+    assert (incident.kind, incident.gpus, incident.start, incident.end) == (
+        "outage",
+        8,
+        HOUR_9,
+        None,
+    )

@@ -6,7 +6,8 @@ from decimal import Decimal
 import pytest
 from django.db.models import F
 
-from capacity.models import CapacityPool, MaintenanceWindow, PoolHour, Region
+from capacity.models import CapacityPool, Incident, PoolHour, Region
+from core.timeutils import HOUR
 from tests.db_helpers import raises_constraint
 from tests.factories import CapacityPoolFactory, ProviderFactory, RegionFactory
 
@@ -72,15 +73,32 @@ def test_region_country_must_be_iso_alpha2_upper_case():
     assert not Region.objects.filter(country="us").exists()
 
 
-def test_maintenance_window_must_be_ordered_and_take_gpus():
+@pytest.mark.parametrize(
+    ("changes", "constraint"),
+    [
+        ({"end": START - HOUR}, "incident_window_ordered"),
+        ({"gpus": 0}, "incident_gpus_positive"),
+        ({"kind": "fire"}, "incident_kind_valid"),
+    ],
+    ids=lambda value: next(iter(value)) if isinstance(value, dict) else value,
+)
+def test_the_database_rejects_an_invalid_incident(changes, constraint):
     pool = CapacityPoolFactory()
-    with raises_constraint("maint_window_ordered"):
-        MaintenanceWindow.objects.create(pool=pool, start=START, end=START, gpus=8)
-    with raises_constraint("maint_gpus_positive"):
-        MaintenanceWindow.objects.create(
-            pool=pool, start=START, end=datetime(2026, 6, 2, tzinfo=UTC), gpus=0
-        )
-    assert not MaintenanceWindow.objects.exists()
+    values = {"kind": "outage", "gpus": 8, "start": START, "end": START + HOUR} | changes
+    with raises_constraint(constraint):
+        Incident.objects.create(pool=pool, **values)
+    assert not Incident.objects.exists()
+
+
+def test_an_incident_may_be_open_ended_or_withdrawn_before_it_began():
+    # an open incident has no end yet; a withdrawn one ends where it starts
+    pool = CapacityPoolFactory()
+    Incident.objects.create(pool=pool, kind="recall", gpus=8, start=START, end=None)
+    Incident.objects.create(pool=pool, kind="maintenance", gpus=32, start=START, end=START)
+    assert sorted(Incident.objects.values_list("kind", "end")) == [
+        ("maintenance", START),
+        ("recall", None),
+    ]
 
 
 def test_the_ledger_refuses_an_overbooked_hour():
@@ -92,4 +110,38 @@ def test_the_ledger_refuses_an_overbooked_hour():
         PoolHour.objects.filter(pk=row.pk).update(booked=-1)
     with raises_constraint("poolhour_unique_hour"):
         PoolHour.objects.create(pool=pool, hour=START, capacity=32)
-    assert list(PoolHour.objects.values_list("capacity", "booked")) == [(32, 32)]
+    assert list(PoolHour.objects.values_list("capacity", "booked", "excess")) == [(32, 32, 0)]
+
+
+def test_an_hour_an_incident_overbooked_holds_its_excess_but_takes_no_more():
+    # given 24 of 32 GPUs booked, then capacity cut to 16 with the 8 GPUs beyond it as excess
+    pool = CapacityPoolFactory()
+    row = PoolHour.objects.create(pool=pool, hour=START, capacity=32, booked=24)
+    PoolHour.objects.filter(pk=row.pk).update(capacity=16, excess=8)
+
+    # then not one GPU more may be booked, nor capacity lowered without more excess
+    with raises_constraint("poolhour_never_overbooked"):
+        PoolHour.objects.filter(pk=row.pk).update(booked=F("booked") + 1)
+    with raises_constraint("poolhour_never_overbooked"):
+        PoolHour.objects.filter(pk=row.pk).update(capacity=15)
+    with raises_constraint("poolhour_never_overbooked"):
+        PoolHour.objects.filter(pk=row.pk).update(excess=7)
+    assert list(PoolHour.objects.values_list("capacity", "booked", "excess")) == [(16, 24, 8)]
+
+
+@pytest.mark.parametrize(
+    ("row", "changes"),
+    [
+        ((32, 24, 0), {"excess": -1}),  # never negative
+        ((32, 24, 0), {"capacity": 0, "excess": 25}),  # never more than is booked
+        ((0, 8, 8), {"booked": 0}),  # GPUs released pay the excess off as well
+    ],
+    ids=["negative", "beyond_booked", "released_without_paying_off"],
+)
+def test_the_excess_is_exactly_what_is_booked_beyond_capacity(row, changes):
+    capacity, booked, excess = row
+    pool = CapacityPoolFactory()
+    PoolHour.objects.create(pool=pool, hour=START, capacity=capacity, booked=booked, excess=excess)
+    with raises_constraint("poolhour_never_overbooked"):
+        PoolHour.objects.filter(pool=pool).update(**changes)
+    assert list(PoolHour.objects.values_list("capacity", "booked", "excess")) == [row]

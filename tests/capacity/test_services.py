@@ -5,17 +5,18 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from capacity.errors import InvalidWindow
-from capacity.models import MaintenanceWindow
-from capacity.services import capacity_claim, maintenance_window_create
+from capacity.models import Incident
+from capacity.services import capacity_claim, incident_open
 from tests.factories import CapacityPoolFactory
 
 pytestmark = pytest.mark.django_db
 
 NINE = datetime(2026, 12, 7, 9, tzinfo=UTC)
 IST = timezone(timedelta(hours=5, minutes=30))
+NOW = NINE - timedelta(days=1)  # planned maintenance may not start before the hour in progress
 MESSAGES = {
     "naive_datetime": "Give a UTC offset.",
-    "not_whole_hour": "Must fall on a whole hour.",
+    "not_whole_hour": "Must fall on a whole UTC hour.",
     "before_start": "Must be after start.",
 }
 
@@ -41,29 +42,38 @@ MESSAGES = {
         (NINE + timedelta(hours=2), NINE, {"end": "before_start"}),
     ],
 )
-def test_a_maintenance_window_off_the_hour_grid_is_refused_naming_the_field(start, end, fields):
+def test_an_incident_off_the_hour_grid_is_refused_naming_the_field(start, end, fields):
     pool = CapacityPoolFactory()
 
     with pytest.raises(InvalidWindow) as error:
-        maintenance_window_create(pool=pool, start=start, end=end, gpus=8)
+        incident_open(
+            pool=pool, kind=Incident.Kind.MAINTENANCE, start=start, end=end, gpus=8, now=NOW
+        )
 
     assert error.value.code == "invalid_window"
     assert error.value.fields == {
         name: [{"code": code, "message": MESSAGES[code]}] for name, code in fields.items()
     }
-    assert not MaintenanceWindow.objects.exists()
+    assert not Incident.objects.exists()
+    assert not pool.hours.exists()
 
 
-def test_a_window_in_another_offset_on_the_utc_hour_is_stored_in_utc():
+def test_an_incident_in_another_offset_on_the_utc_hour_is_stored_in_utc():
     pool = CapacityPoolFactory()
     start = datetime(2026, 12, 7, 14, 30, tzinfo=IST)  # 09:00Z
 
-    window = maintenance_window_create(
-        pool=pool, start=start, end=start + timedelta(hours=2), gpus=8
+    incident = incident_open(
+        pool=pool,
+        kind=Incident.Kind.MAINTENANCE,
+        start=start,
+        end=start + timedelta(hours=2),
+        gpus=8,
+        now=NOW,
     )
 
-    assert (window.start, window.end) == (NINE, NINE + timedelta(hours=2))
-    assert window.start.tzinfo == UTC
+    incident.refresh_from_db()
+    assert (incident.start, incident.end) == (NINE, NINE + timedelta(hours=2))
+    assert incident.start.tzinfo == UTC
 
 
 @pytest.mark.parametrize(

@@ -1,19 +1,24 @@
-"""Capacity changes apply from the hour in progress on: earlier ledger hours are history.
+"""Capacity changes apply from the hour in progress on: earlier ledger hours are history —
+except the hours an incident found late took out of service.
 
-An operator resizing a pool or adding or removing a maintenance window changes what may be
-sold from now on; the rows of hours already gone keep the capacity and bookings they had, so a
-pool can shrink below its past peak. The clock is the services' ``now=`` argument: it is
-10:30 UTC on Monday 2026-12-07, so 10:00 is the hour in progress."""
+An operator resizing a pool changes what may be sold from now on; the rows of hours already
+gone keep the capacity and bookings they had, so a pool can shrink below its past peak.
+Planned maintenance cannot start in the past, and closing an incident gives GPUs back from the
+hour in progress on at the earliest. An outage recorded late is different: the GPUs were not
+there, so its hours already past lose them too, and what was booked in them becomes excess.
+The clock is the services' ``now=`` argument: it is 10:30 UTC on Monday 2026-12-07, so 10:00
+is the hour in progress."""
 
 from datetime import UTC, datetime, timedelta
 
 import pytest
 import time_machine
 
-from capacity.errors import CapacityInUse
-from capacity.models import CapacityPool, MaintenanceWindow, PoolHour
+from capacity.errors import CapacityInUse, InvalidWindow
+from capacity.models import CapacityPool, Incident, PoolHour
 from capacity.selectors import capacity_shortfall
-from capacity.services import maintenance_window_create, maintenance_window_delete, pool_update
+from capacity.services import incident_close, incident_open, pool_update
+from tests.capacity.test_admin import pool_form
 from tests.factories import CapacityPoolFactory, TenantFactory
 from tests.marketplace.conftest import booking
 from tests.marketplace.test_booking import book
@@ -35,6 +40,13 @@ def ledger(pool: CapacityPool) -> list[tuple[datetime, int, int]]:
     """The pool's ledger as (hour, capacity, booked), in hour order."""
     rows = PoolHour.objects.filter(pool=pool).order_by("hour")
     return list(rows.values_list("hour", "capacity", "booked"))
+
+
+def excess(pool: CapacityPool) -> list[int]:
+    """The pool's ledger ``excess``, in hour order."""
+    return list(
+        PoolHour.objects.filter(pool=pool).order_by("hour").values_list("excess", flat=True)
+    )
 
 
 @pytest.fixture
@@ -92,45 +104,81 @@ def test_shrinking_below_what_is_booked_from_now_on_is_still_refused(pool, start
     assert ledger(pool) == before
 
 
-def test_a_window_reaching_back_to_yesterday_changes_only_the_hours_from_now_on(pool):
+def test_an_outage_recorded_late_applies_to_the_hours_already_past(pool):
     # given yesterday's hours full and 8 GPUs booked today 09:00-13:00
     book(TenantFactory(), booking(gpus=8, start=at(9), hours=4), now=BOOKED_AT)
 
     # when at 10:30 the operator records 16 GPUs out since yesterday 09:00 until 13:00 today
-    window = maintenance_window_create(
-        pool=pool, start=YESTERDAY_9, end=at(13), gpus=16, kind="outage", now=NOW
+    incident = incident_open(
+        pool=pool,
+        kind=Incident.Kind.OUTAGE,
+        start=YESTERDAY_9,
+        end=at(13),
+        gpus=16,
+        now=NOW,
     )
 
-    # then yesterday and today's 09:00 keep 32, the hour in progress and later ones drop to 16
-    assert list(MaintenanceWindow.objects.values_list("start", "end", "gpus")) == [
-        (YESTERDAY_9, at(13), 16)
-    ]
+    # then every hour of it drops to 16, the past too: yesterday's full hours were not
+    # delivered in full, and the 16 GPUs booked beyond capacity there are marked excess
+    assert list(Incident.objects.values_list("start", "end", "gpus")) == [(YESTERDAY_9, at(13), 16)]
     assert ledger(pool) == [
-        (at(9, day=6), 32, 32),
-        (at(10, day=6), 32, 32),
-        (at(11, day=6), 32, 32),
-        (at(12, day=6), 32, 32),
-        (at(9), 32, 8),
+        (at(9, day=6), 16, 32),
+        (at(10, day=6), 16, 32),
+        (at(11, day=6), 16, 32),
+        (at(12, day=6), 16, 32),
+        (at(9), 16, 8),
         (at(10), 16, 8),
         (at(11), 16, 8),
         (at(12), 16, 8),
     ]
-    assert ledger_violations(since=at(10)) == []
+    assert excess(pool) == [16, 16, 16, 16, 0, 0, 0, 0]
+    assert ledger_violations() == []
 
-    # and when it is deleted at 11:15, only 11:00 and later get the GPUs back
-    maintenance_window_delete(window=window, now=at(11) + timedelta(minutes=15))
-    assert not MaintenanceWindow.objects.exists()
+    # and at 11:15 it cannot be closed from 10:00 (history by now), only from 11:00 on
+    with pytest.raises(InvalidWindow) as error:
+        incident_close(incident=incident, end=at(10), now=at(11) + timedelta(minutes=15))
+    assert error.value.fields["end"][0]["code"] == "in_past"
+    incident_close(incident=incident, end=at(11), now=at(11) + timedelta(minutes=15))
+    incident.refresh_from_db()
+    assert incident.end == at(11)
     assert ledger(pool) == [
-        (at(9, day=6), 32, 32),
-        (at(10, day=6), 32, 32),
-        (at(11, day=6), 32, 32),
-        (at(12, day=6), 32, 32),
-        (at(9), 32, 8),
+        (at(9, day=6), 16, 32),
+        (at(10, day=6), 16, 32),
+        (at(11, day=6), 16, 32),
+        (at(12, day=6), 16, 32),
+        (at(9), 16, 8),
         (at(10), 16, 8),
         (at(11), 32, 8),
         (at(12), 32, 8),
     ]
-    assert ledger_violations(since=at(11)) == []
+    assert ledger_violations() == []
+
+
+def test_planned_maintenance_cannot_start_before_the_hour_in_progress(pool):
+    # given yesterday's hours full and 8 GPUs booked today 09:00-13:00
+    book(TenantFactory(), booking(gpus=8, start=at(9), hours=4), now=BOOKED_AT)
+    before = ledger(pool)
+
+    # when at 10:30 the operator plans maintenance of 16 GPUs from 09:00, then from 10:00
+    with pytest.raises(InvalidWindow) as error:
+        incident_open(
+            pool=pool, kind=Incident.Kind.MAINTENANCE, start=at(9), end=at(13), gpus=16, now=NOW
+        )
+    refused = ledger(pool)
+    incident_open(
+        pool=pool, kind=Incident.Kind.MAINTENANCE, start=at(10), end=at(13), gpus=16, now=NOW
+    )
+
+    # then the first is refused naming its start and changes nothing; the second is planned
+    # from the hour in progress on
+    assert (error.value.code, error.value.fields["start"][0]["code"]) == (
+        "invalid_window",
+        "in_past",
+    )
+    assert refused == before
+    assert list(Incident.objects.values_list("kind", "start")) == [("maintenance", at(10))]
+    assert ledger(pool)[4:] == [(at(9), 32, 8), (at(10), 16, 8), (at(11), 16, 8), (at(12), 16, 8)]
+    assert ledger_violations() == []
 
 
 def test_the_shrink_pre_check_ignores_the_past_and_names_the_first_hour_from_now_on(pool):
@@ -155,53 +203,56 @@ def test_the_shrink_pre_check_ignores_the_past_and_names_the_first_hour_from_now
     }
 
 
-def test_the_window_pre_check_ignores_the_past_and_names_the_first_hour_from_now_on(pool):
-    # given yesterday's hours full, and a 16-GPU window from yesterday 09:00 to 16:00 today
-    window = MaintenanceWindow(pool=pool, start=YESTERDAY_9, end=at(16), gpus=16)
+def test_the_shrink_pre_check_counts_incidents_but_not_the_excess_they_left_in_the_past(pool):
+    # given 16 GPUs booked 14:00-16:00, and 8 GPUs out since yesterday 09:00 until further
+    # notice (yesterday's full hours now have 8 GPUs in excess)
+    book(TenantFactory(), booking(gpus=16, start=at(14), hours=2), now=BOOKED_AT)
+    incident_open(pool=pool, kind=Incident.Kind.OUTAGE, start=YESTERDAY_9, gpus=8, now=NOW)
+    assert excess(pool)[:4] == [8, 8, 8, 8]
 
-    # when the operator's form asks at 10:30, before and after 24 GPUs are booked 14:00-16:00
-    only_past = capacity_shortfall(pool, window, now=NOW)
-    book(TenantFactory(), booking(gpus=24, start=at(14), hours=2), now=BOOKED_AT)
-    short = capacity_shortfall(pool, window, now=NOW)
+    # when the operator's form asks at 10:30 about cutting the pool to 3 nodes, then to 2
+    three, two = CapacityPool.objects.get(pk=pool.pk), CapacityPool.objects.get(pk=pool.pk)
+    three.node_count, two.node_count = 3, 2
 
-    # then the past alone is no conflict; the booking is, at its first hour
-    assert only_past is None
-    assert (short.hour, short.booked, short.capacity) == (at(14), 24, 16)
+    # then 3 nodes less the outage still hold the 16 (the past is no conflict); 2 nodes do not,
+    # and the service refuses it at the same hour
+    assert capacity_shortfall(three, now=NOW) is None
+    short = capacity_shortfall(two, now=NOW)
+    assert (short.hour, short.booked, short.capacity) == (at(14), 16, 8)
+    with pytest.raises(CapacityInUse) as error:
+        pool_update(pool=pool, node_count=2, now=NOW)
+    assert error.value.extra == {
+        "hour": "2026-12-07T14:00:00+00:00",
+        "booked_gpus": 16,
+        "capacity_gpus": 8,
+    }
+    pool_update(pool=pool, node_count=3, now=NOW)
+    assert ledger_violations(since=at(10)) == []
 
 
-def test_the_admin_records_a_window_over_full_past_hours(client, operator, pool):
-    # given yesterday's hours full, 8 GPUs booked today 09:00-13:00, and the operator signed in
-    book(TenantFactory(), booking(gpus=8, start=at(9), hours=4), now=BOOKED_AT)
+def test_the_admin_shrinks_a_pool_that_was_full_in_the_past(client, operator, pool):
+    # given yesterday's hours full, 16 GPUs booked today 09:00-13:00, and the operator signed in
+    book(TenantFactory(), booking(gpus=16, start=at(9), hours=4), now=BOOKED_AT)
     client.force_login(operator)
 
-    # when at 10:30 the operator adds 16 GPUs out from yesterday 09:00 to 13:00 today
+    # when at 10:30 the operator cuts the pool to 2 nodes on its page
     with time_machine.travel(NOW, tick=False):
         response = client.post(
-            "/admin/capacity/maintenancewindow/add/",
-            {
-                "pool": pool.pk,
-                "kind": "outage",
-                "start_0": "2026-12-06",
-                "start_1": "09:00:00",
-                "end_0": "2026-12-07",
-                "end_1": "13:00:00",
-                "gpus": "16",
-                "reason": "PDU failure",
-            },
+            f"/admin/capacity/capacitypool/{pool.pk}/change/", pool_form(pool, node_count=2)
         )
 
-    # then the form accepts it, the past is left as it was and 10:00 on drops to 16
+    # then the form accepts it, the past is left as it was and 10:00 on sells 16
     assert response.status_code == 302
-    assert list(MaintenanceWindow.objects.values_list("start", "end", "gpus")) == [
-        (YESTERDAY_9, at(13), 16)
-    ]
+    pool.refresh_from_db()
+    assert pool.total_gpus == 16
     assert ledger(pool) == [
         (at(9, day=6), 32, 32),
         (at(10, day=6), 32, 32),
         (at(11, day=6), 32, 32),
         (at(12, day=6), 32, 32),
-        (at(9), 32, 8),
-        (at(10), 16, 8),
-        (at(11), 16, 8),
-        (at(12), 16, 8),
+        (at(9), 32, 16),
+        (at(10), 16, 16),
+        (at(11), 16, 16),
+        (at(12), 16, 16),
     ]
+    assert ledger_violations(since=at(10)) == []

@@ -231,7 +231,7 @@ def test_invoices_and_credit_notes_record_finalized_paid_and_issued(pool, acme, 
 
     march = datetime(2026, 3, 2, 10, tzinfo=UTC)
     for tenant in (acme, globex):
-        Reservation.objects.create(
+        reservation = Reservation.objects.create(
             tenant=tenant,
             pool=pool,
             gpu_count=8,
@@ -245,6 +245,7 @@ def test_invoices_and_credit_notes_record_finalized_paid_and_issued(pool, acme, 
             total_price=Decimal("240.00"),
             charge=Decimal("240.00"),
         )
+        reservation.placements.create(pool=pool, start=march, end=march + 10 * HOUR, gpus=8)
     after_grace = datetime(2026, 4, 3, 1, tzinfo=UTC)
     meter_usage(until=after_grace)
     invoices_draft(now=after_grace)

@@ -146,6 +146,7 @@ def pages(model: str, objects: dict) -> tuple[list[dict[str, str]], dict[str, st
                 "cancelled_at": "-",
                 "cancelled_by": "-",
                 "cancellation_reason": "-",
+                "scope": "-",
                 "ending_soon_notified_at": "-",
             },
         ),

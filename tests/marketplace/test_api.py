@@ -103,6 +103,8 @@ def test_availability_lists_every_pool_that_fits_cheapest_first(api, catalogue):
         "country": "IE",
         "gpu_model": "h100-sxm-80gb",
         "tier": "backup",
+        "recallable": True,
+        "recall_notice_hours": 2,
         "available_gpus": 32,
         "unit_price": "2.5000",
         "total_price": "80.00",
@@ -255,6 +257,8 @@ def test_earliest_windows_finds_the_first_gap_after_a_full_period(api, other_ten
             "country": "US",
             "gpu_model": "h100-sxm-80gb",
             "tier": "primary",
+            "recallable": False,
+            "recall_notice_hours": 2,
             "available_gpus": 32,
             "unit_price": "3.0000",
             "total_price": "96.00",
@@ -457,6 +461,19 @@ def test_a_full_booking_request_is_confirmed_at_once(api, pool):
         "cancelled_at": None,
         "cancelled_by": "",
         "cancellation_reason": "",
+        "recallable": False,
+        "recall_notice_hours": 2,
+        "placements": [
+            {
+                "pool": "pool-a",
+                "region": pool.region.code,
+                "start": MON_9,
+                "end": MON_13,
+                "gpus": 8,
+                "incident": None,
+            }
+        ],
+        "interruptions": [],
     }
     assert booked_by_hour(pool) == [8, 8, 8, 8]
 

@@ -12,8 +12,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from capacity.errors import CapacityInUse, InsufficientCapacity, InvalidWindow
-from capacity.models import CapacityPool, MaintenanceWindow, PoolHour
-from capacity.services import maintenance_window_create, maintenance_window_delete, pool_update
+from capacity.models import CapacityPool, Incident, PoolHour
+from capacity.services import incident_close, incident_open, pool_update
 from core.timeutils import HOUR
 from marketplace import selectors
 from marketplace.errors import (
@@ -934,9 +934,11 @@ def test_a_draining_pool_takes_no_new_bookings_but_keeps_its_reservations(tenant
     assert booked(pool) == [8, 8, 8, 8]
 
 
-def test_a_maintenance_window_reduces_what_can_be_booked(tenant, pool):
+def test_planned_maintenance_reduces_what_can_be_booked(tenant, pool):
     # given 16 of 32 GPUs out for maintenance 10-12
-    maintenance_window_create(pool=pool, start=at(10), end=at(12), gpus=16, now=NOW)
+    incident_open(
+        pool=pool, kind=Incident.Kind.MAINTENANCE, start=at(10), end=at(12), gpus=16, now=NOW
+    )
 
     # when 24 and then 16 GPUs are asked for 09-13
     with pytest.raises(InsufficientCapacity) as error:
@@ -950,27 +952,25 @@ def test_a_maintenance_window_reduces_what_can_be_booked(tenant, pool):
     assert ledger_violations() == []
 
 
-def test_a_maintenance_window_that_would_strand_booked_gpus_is_refused(tenant, pool):
+def test_an_incident_over_booked_gpus_is_recorded_and_blocks_new_bookings_there(tenant, pool):
     # given 24 of 32 GPUs booked 09-13
     book(tenant, booking(gpus=24, start=at(9), hours=4))
 
-    # when 16 GPUs are taken out 11-12, then 8
-    with pytest.raises(CapacityInUse) as error:
-        maintenance_window_create(pool=pool, start=at(11), end=at(12), gpus=16, now=NOW)
-    window = maintenance_window_create(pool=pool, start=at(11), end=at(12), gpus=8, now=NOW)
+    # when 16 GPUs are taken out 11-12 at the capacity level (before anything is moved)
+    incident = incident_open(
+        pool=pool, kind=Incident.Kind.OUTAGE, start=at(11), end=at(12), gpus=16, now=NOW
+    )
 
-    # then the first is refused with the hour and figures, and the second fills the hour
-    assert error.value.code == "capacity_in_use"
-    assert error.value.extra == {
-        "hour": "2026-12-07T11:00:00+00:00",
-        "booked_gpus": 24,
-        "capacity_gpus": 16,
-    }
-    assert list(MaintenanceWindow.objects.all()) == [window]
-    assert capacity(pool) == [32, 32, 24, 32]
-    # and removing the window gives the GPUs back
-    maintenance_window_delete(window=window, now=NOW)
+    # then it is recorded; the hour shows 8 GPUs in excess and sells nothing
+    assert list(Incident.objects.all()) == [incident]
+    assert capacity(pool) == [32, 32, 16, 32]
+    assert list(PoolHour.objects.filter(pool=pool).values_list("excess", flat=True)) == [0, 0, 8, 0]
+    with pytest.raises(InsufficientCapacity):
+        book(tenant, booking(gpus=8, start=at(11), hours=1))
+    # and closing it before it begins gives the GPUs back
+    incident_close(incident=incident, now=NOW)
     assert capacity(pool) == [32, 32, 32, 32]
+    assert list(PoolHour.objects.filter(pool=pool).values_list("excess", flat=True)) == [0] * 4
     assert ledger_violations() == []
 
 

@@ -14,13 +14,17 @@ import pytest
 from django.db.models import IntegerField, OuterRef, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 
-from capacity.errors import CapacityInUse, InsufficientCapacity
-from capacity.models import CapacityPool, MaintenanceWindow, PoolHour
+from capacity.errors import InsufficientCapacity
+from capacity.models import CapacityPool, Incident, PoolHour
 from capacity.selectors import capacity_for_hours
-from capacity.services import maintenance_window_create, maintenance_window_delete
 from core.timeutils import HOUR, hours_between
-from marketplace.models import Reservation, Tenant
+from marketplace.models import Displacement, Placement, Reservation, Tenant
 from marketplace.services import booking as svc
+from marketplace.services.displacement import (
+    incident_close,
+    incident_record,
+    incidents_displace_due,
+)
 from tests.db_helpers import run_concurrently
 from tests.factories import CapacityPoolFactory, TenantFactory
 from tests.marketplace.conftest import MONDAY_9, NOW, booking
@@ -40,22 +44,23 @@ REFUSED = "insufficient_capacity"
 
 
 def ledger_violations(since: datetime | None = None) -> list[str]:
-    """Every way the ledger disagrees with the reservations or with the pools, as sentences.
+    """Every way the ledger disagrees with the placements or with the pools, as sentences.
 
-    For every pool-hour row: 0 <= booked <= capacity; booked == the sum of ``gpu_count`` of the
-    pool's reservations with ``start <= hour < capacity_until``; capacity == what
-    ``capacity_for_hours`` computes from the pool and its maintenance windows. And every hour a
-    reservation still holds has a ledger row (otherwise nothing would guard it).
+    For every pool-hour row: 0 <= booked <= capacity + excess; excess == max(0, booked -
+    capacity); booked == the sum of ``gpus`` of the pool's placements covering the hour;
+    capacity == what ``capacity_for_hours`` computes from the pool and its incidents. Every
+    hour a placement holds has a ledger row (otherwise nothing would guard it), and a live
+    reservation's placements never hold more GPUs in an hour than it booked.
 
-    With ``since``, capacity is compared only for rows from that hour on: a capacity change
-    leaves earlier rows as history, with the capacity their hour had."""
+    With ``since``, capacity is compared only for rows from that hour on: a pool edit leaves
+    earlier rows as history, with the capacity their hour had."""
     implied = (
-        Reservation.objects.filter(
-            pool=OuterRef("pool"), start__lte=OuterRef("hour"), capacity_until__gt=OuterRef("hour")
+        Placement.objects.filter(
+            pool=OuterRef("pool"), start__lte=OuterRef("hour"), end__gt=OuterRef("hour")
         )
         .order_by()
         .values("pool")
-        .annotate(gpus=Sum("gpu_count"))
+        .annotate(gpus=Sum("gpus"))
         .values("gpus")
     )
     rows = PoolHour.objects.annotate(
@@ -66,29 +71,34 @@ def ledger_violations(since: datetime | None = None) -> list[str]:
     for row in rows:
         by_pool.setdefault(row.pool_id, []).append(row)
         where = f"pool {row.pool_id} at {row.hour:%Y-%m-%dT%H:%M}Z"
-        if not 0 <= row.booked <= row.capacity:
-            problems.append(f"{where}: booked {row.booked} outside 0..{row.capacity}")
+        if not 0 <= row.booked <= row.capacity + row.excess:
+            problems.append(f"{where}: booked {row.booked} outside 0..{row.capacity}+{row.excess}")
+        if row.excess != max(0, row.booked - row.capacity):
+            problems.append(f"{where}: excess {row.excess} for {row.booked}/{row.capacity}")
         if row.booked != row.implied:
-            problems.append(f"{where}: ledger says {row.booked}, reservations imply {row.implied}")
+            problems.append(f"{where}: ledger says {row.booked}, placements imply {row.implied}")
     for pool in CapacityPool.objects.filter(pk__in=by_pool):
         hours = [row for row in by_pool[pool.pk] if since is None or row.hour >= since]
         expected = capacity_for_hours(pool, [row.hour for row in hours])
         problems += [
             f"pool {pool.pk} at {row.hour:%Y-%m-%dT%H}Z: capacity {row.capacity}, "
-            f"pool and maintenance say {expected[row.hour]}"
+            f"pool and incidents say {expected[row.hour]}"
             for row in hours
             if row.capacity != expected[row.hour]
         ]
     ledger_hours = {(row.pool_id, row.hour) for rows_ in by_pool.values() for row in rows_}
-    for reservation in Reservation.objects.all():
-        held = hours_between(reservation.start, reservation.capacity_until)
-        missing = [
-            reservation.start + i * HOUR
-            for i in range(held)
-            if (reservation.pool_id, reservation.start + i * HOUR) not in ledger_hours
-        ]
-        if missing:
-            problems.append(f"reservation {reservation.pk} holds hours with no ledger row")
+    held: dict[tuple, int] = {}
+    for placement in Placement.objects.select_related("reservation"):
+        for i in range(hours_between(placement.start, placement.end)):
+            hour = placement.start + i * HOUR
+            if (placement.pool_id, hour) not in ledger_hours:
+                problems.append(f"placement {placement.pk} holds {hour} with no ledger row")
+            key = (placement.reservation_id, hour)
+            held[key] = held.get(key, 0) + placement.gpus
+            if held[key] > placement.reservation.gpu_count:
+                problems.append(f"reservation {placement.reservation_id} over-placed at {hour}")
+            if not placement.reservation.start <= hour < placement.reservation.capacity_until:
+                problems.append(f"placement {placement.pk} outside its reservation at {hour}")
     return problems
 
 
@@ -352,42 +362,45 @@ def test_sweeping_holds_while_clients_book_neither_deadlocks_nor_overbooks():
     assert ledger_violations() == []
 
 
-def test_maintenance_racing_bookings_never_leaves_more_booked_than_capacity():
-    # given a 64-GPU pool, 28 clients booking random windows and 4 operators adding and removing
-    # maintenance windows of 8-32 GPUs over the same hours
+def test_incidents_racing_16_booking_clients_never_overbook_nor_deadlock():
+    # given two 64-GPU pools of one model, 16 clients booking random windows and 4 operators
+    # recording outages of 8-32 GPUs over the same hours (some closed again at once)
     pool = CapacityPoolFactory(gpus_per_node=8, node_count=8)
-    tenants = clients_tenants("one tenant each", CLIENTS)
+    CapacityPoolFactory(gpus_per_node=8, node_count=8, gpu_model=pool.gpu_model)
+    operators, bookers = 4, 16
+    tenants = clients_tenants("one tenant each", operators + bookers)
 
     def work(i: int) -> list[str]:
         rng = random.Random(9000 + i)
         results = []
         for _ in range(6):
-            if i < 4:
+            if i < operators:
                 start = SPAN_START + rng.randrange(SPAN_HOURS) * HOUR
-                try:
-                    window = maintenance_window_create(
-                        pool=pool,
-                        start=start,
-                        end=start + rng.randint(1, 4) * HOUR,
-                        gpus=rng.choice([8, 16, 32]),
-                        now=NOW,
-                    )
-                    results.append("window added")
-                    if rng.random() < 0.5:
-                        maintenance_window_delete(window=window, now=NOW)
-                        results.append("window removed")
-                except CapacityInUse:
-                    results.append("capacity_in_use")
+                incident = incident_record(
+                    pool=pool,
+                    kind=Incident.Kind.OUTAGE,
+                    start=start,
+                    end=start + rng.randint(1, 4) * HOUR,
+                    gpus=rng.choice([8, 16, 32]),
+                    now=NOW,
+                )
+                results.append("incident recorded")
+                if rng.random() < 0.3:
+                    incident_close(incident=incident, now=NOW)
+                    results.append("incident closed")
             else:
                 results.append(book(tenants[i], random_request(rng)))
         return results
 
     # when they all run at once
-    counts = tally(race(CLIENTS, work))
+    counts = tally(race(operators + bookers, work))
 
-    # then every operation ended in one of its expected outcomes, and no hour has more booked
-    # than its capacity after maintenance
-    assert set(counts) <= {BOOKED, REFUSED, "window added", "window removed", "capacity_in_use"}
+    # then every operation ended in one of its expected outcomes; once the displacement job
+    # has run, nothing is left in excess and the ledger equals the placements on both pools
+    assert set(counts) <= {BOOKED, REFUSED, "incident recorded", "incident closed"}
     assert counts[BOOKED] > 0
-    assert MaintenanceWindow.objects.count() == counts["window added"] - counts["window removed"]
+    assert counts["incident recorded"] == operators * 6
+    incidents_displace_due(now=NOW)
+    assert Displacement.objects.filter(gpus_moved__gt=0).exists()  # the race moved bookings
+    assert not PoolHour.objects.filter(excess__gt=0).exists()
     assert ledger_violations() == []

@@ -1,12 +1,13 @@
 """Random sequences of everything that moves capacity, against PostgreSQL.
 
 A Hypothesis state machine books, quotes, confirms, cancels, extends, lets time pass, sweeps
-lapsed holds, runs the lifecycle, adds and removes maintenance windows and resizes pools, on
-three small pools over one day. After every step the ledger must equal what the reservations
-imply, stay within 0..capacity, and capacity must equal what the pool and its maintenance
-windows give (from the hour of the operator's last change on: earlier hours are history).
-Each example runs inside a savepoint that is rolled back afterwards, so
-examples never see each other's rows."""
+lapsed holds, runs the lifecycle, records outages (some open-ended, some reaching into the
+past) and closes them, and resizes pools, on three small pools over one day. After every step
+the ledger must equal what the placements imply, stay within 0..capacity plus what an incident
+left in excess, and capacity must equal what the pool and its incidents give (from the hour of
+the operator's last pool edit on: earlier hours are history); and once the displacement job
+has run, no hour is left with GPUs in excess. Each example runs inside a savepoint that is
+rolled back afterwards, so examples never see each other's rows."""
 
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -19,7 +20,6 @@ from hypothesis import strategies as st
 from hypothesis.stateful import (
     Bundle,
     RuleBasedStateMachine,
-    consumes,
     initialize,
     invariant,
     multiple,
@@ -27,9 +27,9 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from capacity.errors import CapacityInUse, InsufficientCapacity, InvalidWindow
-from capacity.models import CapacityPool, MaintenanceWindow, PoolHour
-from capacity.services import maintenance_window_create, maintenance_window_delete, pool_update
+from capacity.errors import CapacityInUse, InsufficientCapacity, InvalidIncident, InvalidWindow
+from capacity.models import CapacityPool, Incident, PoolHour
+from capacity.services import pool_update
 from core.errors import ApplicationError
 from core.timeutils import HOUR, floor_hour
 from marketplace.errors import (
@@ -40,8 +40,13 @@ from marketplace.errors import (
     QuotaExceeded,
     QuoteExpired,
 )
-from marketplace.models import Reservation, Tenant
+from marketplace.models import Displacement, Reservation, Tenant
 from marketplace.services import booking as svc
+from marketplace.services.displacement import (
+    incident_close,
+    incident_record,
+    incidents_displace_due,
+)
 from tests.factories import CapacityPoolFactory, TenantFactory
 from tests.marketplace.test_concurrency import ledger_violations
 
@@ -85,7 +90,7 @@ def attempt(name: str, operation, *refusals: type[ApplicationError]):
 
 class BookingMachine(RuleBasedStateMachine):
     reservations = Bundle("reservations")
-    windows = Bundle("maintenance_windows")
+    incidents = Bundle("incidents")
 
     def __init__(self) -> None:
         super().__init__()
@@ -95,8 +100,9 @@ class BookingMachine(RuleBasedStateMachine):
         assert not Reservation.objects.exists(), "a previous example leaked rows"
         assert not PoolHour.objects.exists(), "a previous example leaked rows"
         self.now = FIRST_NOW
-        # Capacity changes leave the hours before the one in progress as history, so after an
-        # operator's change only rows from that hour on must match the pool and its windows.
+        # Pool edits leave the hours before the one in progress as history, so after one only
+        # rows from that hour on must match the pool and its incidents. (Incidents apply to
+        # every hour they cover, past ones too, and leave no history behind.)
         self.history_until: datetime | None = None
         self.pools = [
             # 32 GPUs in whole nodes; 16 GPUs sold singly and cheaper; 24 GPUs as backup
@@ -230,31 +236,46 @@ class BookingMachine(RuleBasedStateMachine):
     # --- the operator ----------------------------------------------------------------------
 
     @rule(
-        target=windows,
+        target=incidents,
         pool=st.integers(0, 2),
         start_hour=st.integers(0, 23),
-        hours=st.integers(1, 6),
+        hours=st.none() | st.integers(1, 6),  # None: open until closed
         gpus=st.sampled_from([4, 8, 16, 40]),
     )
-    def add_maintenance(self, pool, start_hour, hours, gpus):
+    def record_outage(self, pool, start_hour, hours, gpus):
+        # The start may lie in the past (a failure found late): those hours are lost.
         def call():
-            return maintenance_window_create(
+            return incident_record(
                 pool=self.pools[pool],
+                kind=Incident.Kind.OUTAGE,
                 start=DAY + start_hour * HOUR,
-                end=DAY + (start_hour + hours) * HOUR,
+                end=None if hours is None else DAY + (start_hour + hours) * HOUR,
                 gpus=gpus,
                 now=self.now,
             ).pk
 
-        self.history_until = floor_hour(self.now)
-        window, _ = attempt("maintenance_window_create", call, CapacityInUse)
-        return multiple() if window is None else window
+        # 40 GPUs are more than a pool of up to 4 nodes has; never refused for booked GPUs.
+        incident, _ = attempt("incident_record", call, InvalidIncident)
+        if incident is None:
+            return multiple()
+        moved = Displacement.objects.filter(incident_id=incident)
+        OUTCOMES["incident_record: displaced"] += moved.count()
+        return incident
 
-    @rule(window=consumes(windows))
-    def remove_maintenance(self, window):
-        self.history_until = floor_hour(self.now)
-        maintenance_window_delete(window=MaintenanceWindow.objects.get(pk=window), now=self.now)
-        OUTCOMES["maintenance_window_delete: ok"] += 1
+    @rule(incident=incidents, end_hour=st.none() | st.integers(0, 30))
+    def close_incident(self, incident, end_hour):
+        # Closed again, it is returned unchanged; an end before the hour in progress is refused.
+        def call():
+            return incident_close(
+                incident=Incident.objects.get(pk=incident),
+                end=None if end_hour is None else DAY + end_hour * HOUR,
+                now=self.now,
+            )
+
+        before = Incident.objects.values_list("end", "closed_at").get(pk=incident)
+        closed, _ = attempt("incident_close", call, InvalidWindow)
+        if closed is not None and before[1] is not None:
+            assert (closed.end, closed.closed_at) == before
 
     @rule(
         pool=st.integers(0, 2),
@@ -273,9 +294,21 @@ class BookingMachine(RuleBasedStateMachine):
     # --- the invariant ---------------------------------------------------------------------
 
     @invariant()
-    def ledger_equals_what_the_reservations_imply(self):
+    def ledger_equals_what_the_placements_imply(self):
         OUTCOMES["invariant checked"] += 1
         assert ledger_violations(since=self.history_until) == []
+
+    @invariant()
+    def nothing_is_left_in_excess_once_the_displacement_job_has_run(self):
+        # Outages displace as they are recorded: whatever excess is left belongs to an
+        # incident not yet marked displaced, and the job (every minute) clears it.
+        pending = Incident.objects.filter(displaced_at__isnull=True)
+        for row in PoolHour.objects.filter(excess__gt=0):
+            assert any(incident.covers(row.hour) for incident in pending.filter(pool=row.pool_id))
+        if incidents_displace_due(now=self.now):  # it moved or shrank something: check again
+            assert ledger_violations(since=self.history_until) == []
+        assert not PoolHour.objects.filter(excess__gt=0).exists()
+        assert not Incident.objects.filter(displaced_at__isnull=True).exists()
 
 
 def test_any_sequence_of_operations_keeps_the_ledger_equal_to_the_reservations():
@@ -294,8 +327,8 @@ def test_any_sequence_of_operations_keeps_the_ledger_equal_to_the_reservations()
         ),
     )
 
-    # then the invariant held after every step, and the runs really booked, were refused for
-    # capacity, cancelled, extended and took GPUs out for maintenance
+    # then the invariants held after every step, and the runs really booked, were refused for
+    # capacity, cancelled, extended, took GPUs out over reservations and gave them back
     assert OUTCOMES["invariant checked"] >= 200
     explored = {
         "booked": OUTCOMES["reservation_create: ok"] + OUTCOMES["quote_create: ok"],
@@ -303,6 +336,8 @@ def test_any_sequence_of_operations_keeps_the_ledger_equal_to_the_reservations()
         + OUTCOMES["quote_create: insufficient_capacity"],
         "cancelled": OUTCOMES["reservation_cancel: ok"],
         "extended": OUTCOMES["reservation_extend: ok"],
-        "maintenance": OUTCOMES["maintenance_window_create: ok"],
+        "incidents": OUTCOMES["incident_record: ok"],
+        "displaced": OUTCOMES["incident_record: displaced"],
+        "closed": OUTCOMES["incident_close: ok"],
     }
     assert all(explored.values()), explored

@@ -1,7 +1,8 @@
 """``python manage.py run_billing [--until ISO] [--finalize YYYY-MM]``: what the beat tasks do,
-by hand, with progress bars: meter usage up to ``--until`` (default now), build the drafts,
-finalize the drafts past their grace period — and with ``--finalize``, that month's drafts
-now, without waiting for the grace period."""
+by hand, with progress bars: meter usage up to ``--until`` (default now), apply the usage
+corrections of incidents recorded after metering, build the drafts, finalize the drafts past
+their grace period — and with ``--finalize``, that month's drafts now, without waiting for the
+grace period — and issue the SLA credits of the months closed."""
 
 import sys
 from datetime import UTC, datetime
@@ -9,12 +10,14 @@ from datetime import UTC, datetime
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
+from billing.services.corrections import usage_corrections_apply
 from billing.services.invoicing import (
     invoices_draft,
     invoices_finalize_due,
     invoices_finalize_month,
 )
 from billing.services.metering import meter_usage
+from billing.services.sla import sla_credits_issue
 from core.errors import ApplicationError
 from core.timeutils import utcnow
 
@@ -35,7 +38,10 @@ def _parse_month(value: str) -> datetime:
 
 
 class Command(BaseCommand):
-    help = "Meter usage, build draft invoices and finalize due invoices (like the beat tasks)."
+    help = (
+        "Meter usage, apply usage corrections, build draft invoices, finalize due invoices and "
+        "issue SLA credits (like the beat tasks)."
+    )
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--until", help="Meter and invoice as of this instant (ISO 8601).")
@@ -68,13 +74,15 @@ class Command(BaseCommand):
             f"Metered until {metered.until:%Y-%m-%dT%H:%MZ}: {metered.usage_created} usage "
             f"records, {metered.charges_created} charges."
         )
+        corrected = usage_corrections_apply(now=now, progress=progress("Usage corrections"))
+        self.stdout.write(f"Usage corrections: {corrected.done} displacement(s) applied.")
         drafted = invoices_draft(now=now, progress=progress("Drafts"))
         self.stdout.write(f"Drafts built: {drafted.done}.")
         finalized = invoices_finalize_due(
             now=now, progress=progress("Finalize (grace over)", "invoice")
         )
         self.stdout.write(f"Finalized after grace: {finalized.done}.")
-        failed = drafted.failed + finalized.failed
+        failed = corrected.failed + drafted.failed + finalized.failed
         if month is not None:
             try:
                 forced = invoices_finalize_month(
@@ -86,5 +94,8 @@ class Command(BaseCommand):
                 raise CommandError(exc.detail) from exc
             self.stdout.write(f"Finalized for {finalize}: {forced.done}.")
             failed += forced.failed
+        credited = sla_credits_issue(now=now)
+        self.stdout.write(f"SLA credit notes issued: {credited.done}.")
+        failed += credited.failed
         if failed:
             raise CommandError(f"{len(failed)} failed (see the log): {', '.join(failed[:10])}")
