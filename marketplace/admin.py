@@ -1,27 +1,59 @@
 """Operator screens for the demand side. Every state change goes through a service; reservations
-and idempotency records are read-only here, the money ledger is append-only."""
+and idempotency records are read-only here, the money ledger is append-only.
 
+Capacity incidents are recorded here rather than in the capacity app: recording one moves the
+reservations it hits (``marketplace.services.displacement``), which capacity knows nothing of."""
+
+import hashlib
+import json
 from decimal import Decimal
 
 from django import forms
 from django.contrib import admin, messages
-from django.core.exceptions import ValidationError
-from django.db import models
-from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.contrib.admin.utils import display_for_value, unquote
+from django.core.exceptions import FieldDoesNotExist, PermissionDenied, ValidationError
+from django.db import models, router, transaction
+from django.db.models import (
+    Count,
+    F,
+    Func,
+    IntegerField,
+    OuterRef,
+    QuerySet,
+    Subquery,
+    Sum,
+    Value,
+)
+from django.db.models.functions import Coalesce
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
+from django.urls import path, reverse
+from django.utils.html import format_html
 
+from capacity.models import CapacityPool, Incident
+from capacity.selectors import ledger_open_from
 from core.errors import ApplicationError
+from core.timeutils import is_whole_hour, utcnow
 from marketplace import selectors
 from marketplace.models import (
     ApiKey,
     CancellationRule,
     CommitmentDiscount,
+    Displacement,
+    DisplacementRule,
     IdempotencyRecord,
     LedgerEntry,
+    Placement,
     Reservation,
     Tenant,
 )
 from marketplace.services import accounts, booking, tenants
+from marketplace.services.displacement import (
+    affected_reservations,
+    displacement_preview,
+    incident_close,
+    incident_displace,
+    incident_record,
+)
 
 
 class ReadOnlyAdminMixin:
@@ -172,6 +204,32 @@ class ApiKeyAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         self.message_user(request, f"{revoked} API key(s) revoked.")
 
 
+class ReservationPlacementInline(ReadOnlyAdminMixin, admin.TabularInline):
+    """Where the reservation's GPUs are: its own pool, and any pool an incident moved them to."""
+
+    model = Placement
+    extra = 0
+    fields = ["pool", "start", "end", "gpus", "incident"]
+    readonly_fields = fields
+    verbose_name_plural = "placements (where its GPUs are)"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Placement]:
+        return super().get_queryset(request).select_related("pool", "incident")
+
+
+class ReservationDisplacementInline(ReadOnlyAdminMixin, admin.TabularInline):
+    """What incidents took from the reservation: moved elsewhere, or lost (not billed)."""
+
+    model = Displacement
+    extra = 0
+    fields = ["incident", "start", "end", "gpus_taken", "gpus_moved", "gpus_lost", "created_at"]
+    readonly_fields = fields
+    verbose_name_plural = "displacements by incidents"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Displacement]:
+        return super().get_queryset(request).select_related("incident")
+
+
 @admin.register(Reservation)
 class ReservationAdmin(admin.ModelAdmin):
     """Reservations change only through the booking service: view, filter and cancel."""
@@ -194,6 +252,7 @@ class ReservationAdmin(admin.ModelAdmin):
     search_fields = ["id", "tenant__name", "tenant__slug"]
     list_select_related = ["tenant", "pool"]
     date_hierarchy = "start"
+    inlines = [ReservationPlacementInline, ReservationDisplacementInline]
     actions = ["cancel"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -341,3 +400,574 @@ class IdempotencyRecordAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_filter = ["scope", "tenant"]
     search_fields = ["key", "reservation__id"]
     list_select_related = ["tenant", "reservation"]
+
+
+# --- capacity incidents ------------------------------------------------------------------------
+
+
+class _SpanHours(Func):
+    """Whole hours from ``start`` to ``end`` of the row (incident spans are whole UTC hours)."""
+
+    output_field = IntegerField()
+
+    def __init__(self) -> None:
+        super().__init__(F("end"), F("start"))
+
+    def as_sql(self, compiler, connection, **extra_context):
+        return super().as_sql(
+            compiler,
+            connection,
+            template="(CAST(EXTRACT(EPOCH FROM (%(expressions)s)) AS integer) / 3600)",
+            arg_joiner=" - ",
+            **extra_context,
+        )
+
+    def as_sqlite(self, compiler, connection, **extra_context):
+        # The development setup (`make run`): datetimes are text, which julianday() reads.
+        return super().as_sql(
+            compiler,
+            connection,
+            template="CAST(ROUND((julianday(%(expressions)s)) * 24) AS integer)",
+            arg_joiner=") - julianday(",
+            **extra_context,
+        )
+
+
+def _per_incident(aggregate) -> Coalesce:
+    """``aggregate`` over the displacements of the incident in the outer query (0 if none)."""
+    totals = (
+        Displacement.objects.filter(incident=OuterRef("pk"))
+        .order_by()
+        .values("incident")
+        .annotate(total=aggregate)
+        .values("total")
+    )
+    return Coalesce(Subquery(totals, output_field=IntegerField()), Value(0))
+
+
+def _sla_credited():
+    """The SLA credits given for the incident, summed; None while there are none. Read through
+    the reverse relation billing's ``SlaCredit.incident`` declares (``sla_credits``), so the
+    marketplace needs no import of billing."""
+    amount = models.DecimalField(max_digits=14, decimal_places=2)
+    try:
+        Incident._meta.get_field("sla_credits")
+    except FieldDoesNotExist:  # billing not installed
+        return Value(None, output_field=amount)
+    totals = (
+        Incident.objects.filter(pk=OuterRef("pk"))
+        .order_by()
+        .annotate(total=Sum("sla_credits__amount"))
+        .values("total")
+    )
+    return Subquery(totals, output_field=amount)
+
+
+def incidents_with_figures(queryset: QuerySet[Incident]) -> QuerySet[Incident]:
+    """Each incident with what it did: reservations it displaced, GPU-hours moved to other
+    pools and lost (from its ``Displacement`` rows), and SLA credit given for it. One query
+    for any number of incidents."""
+    return queryset.annotate(
+        affected_count=_per_incident(Count("reservation", distinct=True)),
+        moved_gpu_hours=_per_incident(Sum(F("gpus_moved") * _SpanHours())),
+        lost_gpu_hours=_per_incident(Sum(F("gpus_lost") * _SpanHours())),
+        credited_amount=_sla_credited(),
+    )
+
+
+def _preview_digest(fields: dict, preview: list[tuple[Reservation, int]]) -> str:
+    """What the operator confirms: this incident taking these GPUs from these reservations."""
+    payload = [
+        fields["pool"].pk,
+        fields["gpus"],
+        fields["start"].isoformat(),
+        fields["end"].isoformat() if fields["end"] else None,
+        [[str(reservation.pk), gpus] for reservation, gpus in preview],
+    ]
+    return hashlib.sha256(json.dumps(payload).encode()).hexdigest()[:32]
+
+
+class IncidentRecordForm(forms.ModelForm):
+    """Records an incident through ``incident_record``, which also moves or shrinks the
+    reservations it hits. Planned maintenance that would take booked GPUs is recorded only
+    once the operator has seen who loses them and confirmed exactly that list; failures,
+    recalls and reclaims are facts and are recorded at once."""
+
+    confirm_displacement = forms.BooleanField(
+        required=False,
+        label="Confirm displacement",
+        help_text="Planned maintenance that takes booked GPUs is recorded only when this is "
+        "ticked after the reservations it displaces were shown.",
+    )
+    preview_digest = forms.CharField(required=False, widget=forms.HiddenInput)
+
+    recorded_by = ""  # the operator's username, set per request by IncidentAdmin.get_form
+
+    class Meta:
+        model = Incident
+        fields = ["pool", "kind", "gpus", "start", "end", "reason"]
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        end = self.fields["end"]
+        end.help_text = "First hour back (UTC). Leave empty while it lasts; close it when over."
+        self.preview: list[dict] = []
+        self.recorded: Incident | None = None
+
+    def _post_clean(self) -> None:
+        # The service judges the incident (the model's checks are the database's constraints
+        # behind it), so that its refusals land on the fields they are about.
+        if self.errors:
+            return
+        data = self.cleaned_data
+        fields = {name: data[name] for name in ("pool", "kind", "gpus", "start", "end")}
+        if fields["kind"] == Incident.Kind.MAINTENANCE and self._recordable(**fields):
+            preview = displacement_preview(
+                pool=fields["pool"], gpus=fields["gpus"], start=fields["start"], end=fields["end"]
+            )
+            digest = _preview_digest(fields, preview)
+            confirmed = data["confirm_displacement"] and data["preview_digest"] == digest
+            if preview and not confirmed:
+                self._ask_confirmation(preview, digest)
+                return
+        try:
+            self.recorded = incident_record(
+                **fields, reason=data["reason"], recorded_by=self.recorded_by
+            )
+        except ApplicationError as exc:
+            self._show_refusal(exc)
+
+    @staticmethod
+    def _recordable(*, pool: CapacityPool, kind: str, gpus: int, start, end) -> bool:
+        """Whether the service would take this maintenance: only then is it worth asking
+        the operator to confirm what it displaces (the service decides either way)."""
+        return (
+            0 < gpus <= pool.total_gpus
+            and is_whole_hour(start)
+            and start >= ledger_open_from()
+            and (end is None or (is_whole_hour(end) and end > start))
+        )
+
+    def _ask_confirmation(self, preview: list[tuple[Reservation, int]], digest: str) -> None:
+        names = dict(
+            Tenant.objects.filter(
+                pk__in={reservation.tenant_id for reservation, _ in preview}
+            ).values_list("pk", "name")
+        )
+        self.preview = [
+            {
+                "reservation": reservation,
+                "tenant": names[reservation.tenant_id],
+                "gpus_lost": gpus,
+                "url": reverse("admin:marketplace_reservation_change", args=[reservation.pk]),
+            }
+            for reservation, gpus in preview
+        ]
+        # Shown again with the list: the box unticked, the list it confirms carried along.
+        self.data = self.data.copy()
+        self.data[self.add_prefix("preview_digest")] = digest
+        self.data.pop(self.add_prefix("confirm_displacement"), None)
+        self.add_error(
+            "confirm_displacement",
+            f"This maintenance takes booked GPUs from {len(preview)} reservation(s), listed "
+            "above: they move to other pools where there is room and lose those GPUs for its "
+            "hours where there is none. Tick to record it anyway.",
+        )
+
+    def _show_refusal(self, exc: ApplicationError) -> None:
+        self.add_error(None, exc.detail)
+        for name, problems in (exc.fields or {}).items():
+            for problem in problems if isinstance(problems, list | tuple) else [problems]:
+                message = problem.get("message", "") if isinstance(problem, dict) else problem
+                self.add_error(name if name in self.fields else None, str(message))
+
+
+class IncidentStateFilter(admin.SimpleListFilter):
+    title = "state"
+    parameter_name = "state"
+
+    def lookups(self, request: HttpRequest, model_admin) -> list[tuple[str, str]]:
+        return [("open", "Open (no end yet)"), ("closed", "With an end")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Incident]) -> QuerySet[Incident]:
+        if self.value() == "open":
+            return queryset.filter(end__isnull=True)
+        if self.value() == "closed":
+            return queryset.filter(end__isnull=False)
+        return queryset
+
+
+class IncidentDisplacementInline(ReadOnlyAdminMixin, admin.TabularInline):
+    """The incident's move log: per reservation and span, GPUs taken off the pool, moved to
+    other pools and lost."""
+
+    model = Displacement
+    extra = 0
+    fields = [
+        "reservation_link",
+        "tenant",
+        "start",
+        "end",
+        "gpus_taken",
+        "gpus_moved",
+        "gpus_lost",
+    ]
+    readonly_fields = fields
+    verbose_name_plural = "displaced reservations"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Displacement]:
+        return super().get_queryset(request).select_related("reservation__tenant")
+
+    @admin.display(description="Reservation")
+    def reservation_link(self, obj: Displacement) -> str:
+        url = reverse("admin:marketplace_reservation_change", args=[obj.reservation_id])
+        return format_html('<a href="{}">{}</a>', url, obj.reservation_id)
+
+    @admin.display(description="Tenant")
+    def tenant(self, obj: Displacement) -> str:
+        return obj.reservation.tenant.name
+
+
+def _due(incident: Incident, now) -> bool:
+    """A recall is displaced when it starts (its tenants were notified); anything else now."""
+    return incident.kind != Incident.Kind.RECALL or incident.start <= now
+
+
+def _closable(incident: Incident, now) -> bool:
+    return incident.closed_at is None and (incident.end is None or incident.end > now)
+
+
+@admin.register(Incident)
+class IncidentAdmin(admin.ModelAdmin):
+    """Capacity incidents: GPUs of a pool out of service. Recording one takes the GPUs off the
+    capacity ledger and moves the reservations that no longer fit to other pools (or shrinks
+    them where there is no room); a recall with notice tells its tenants now and moves them
+    when it starts. Recorded incidents are history: only the reason may be edited, and they
+    are closed, never deleted."""
+
+    list_display = [
+        "id",
+        "pool",
+        "kind",
+        "gpus",
+        "start",
+        "until",
+        "short_notice",
+        "displaced_at",
+        "reservations_affected",
+        "gpu_hours_moved",
+        "gpu_hours_lost",
+        "sla_credited",
+    ]
+    list_filter = ["kind", IncidentStateFilter, "pool__region__provider"]
+    search_fields = ["pool__slug", "reason"]
+    date_hierarchy = "start"
+    actions = ["close_now", "displace_again"]
+    add_form_template = change_form_template = "admin/marketplace/incident_form.html"
+    figures = ["reservations_affected", "gpu_hours_moved", "gpu_hours_lost", "sla_credited"]
+    record = ["short_notice", "recorded_by", "created_at", "closed_at", "displaced_at"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Incident]:
+        return incidents_with_figures(super().get_queryset(request).select_related("pool"))
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def get_fieldsets(self, request: HttpRequest, obj: Incident | None = None):
+        if obj is None:
+            return [
+                (None, {"fields": IncidentRecordForm.Meta.fields}),
+                ("Planned maintenance", {"fields": ["confirm_displacement", "preview_digest"]}),
+            ]
+        return [
+            (None, {"fields": ["pool", "kind", "gpus", "start", "until", "reason"]}),
+            ("Effect on reservations", {"fields": self.figures}),
+            ("Record", {"fields": self.record}),
+        ]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Incident | None = None):
+        if obj is None:
+            return []
+        return ["pool", "kind", "gpus", "start", "until", *self.figures, *self.record]
+
+    def get_form(self, request: HttpRequest, obj: Incident | None = None, **kwargs):
+        if obj is None:
+            kwargs["form"] = IncidentRecordForm
+        form = super().get_form(request, obj, **kwargs)
+        if obj is None:
+            form.recorded_by = request.user.get_username()
+        return form
+
+    def get_inlines(self, request: HttpRequest, obj: Incident | None):
+        return [IncidentDisplacementInline] if obj is not None else []
+
+    def save_form(self, request: HttpRequest, form, change: bool) -> Incident:
+        if change:
+            return super().save_form(request, form, change)
+        return form.recorded  # recorded by the form, through the service
+
+    def save_model(self, request: HttpRequest, obj: Incident, form, change: bool) -> None:
+        if change:  # the reason is all that may change: the rest is in the ledger
+            obj.save(update_fields=["reason"])
+
+    def save_related(self, request: HttpRequest, form, formsets, change: bool) -> None:
+        if change:
+            super().save_related(request, form, formsets, change)
+
+    def response_add(self, request: HttpRequest, obj: Incident, post_url_continue=None):
+        incident = self.get_queryset(request).get(pk=obj.pk)
+        for message, level in self._recorded_messages(incident):
+            self.message_user(request, message, level=level)
+        if "_addanother" in request.POST:
+            return HttpResponseRedirect(reverse("admin:capacity_incident_add"))
+        return HttpResponseRedirect(reverse("admin:capacity_incident_change", args=[obj.pk]))
+
+    def _recorded_messages(self, incident: Incident) -> list[tuple[str, int]]:
+        label = f"{incident.get_kind_display()} #{incident.pk} on {incident.pool.slug}"
+        if not _due(incident, utcnow()):
+            notice = " at short notice" if incident.short_notice else ""
+            return [
+                (
+                    f"{label} recorded{notice}: {len(affected_reservations(incident))} "
+                    "reservation(s) notified; their GPUs are moved when it starts, at "
+                    f"{incident.start:%Y-%m-%d %H:%M} UTC.",
+                    messages.SUCCESS,
+                )
+            ]
+        if not incident.affected_count:
+            shown = [(f"{label} recorded: no reservation was affected.", messages.SUCCESS)]
+        else:
+            shown = [
+                (
+                    f"{label} recorded: {incident.affected_count} reservation(s) displaced, "
+                    f"{incident.moved_gpu_hours} GPU-hours moved to other pools, "
+                    f"{incident.lost_gpu_hours} GPU-hours lost.",
+                    messages.WARNING if incident.lost_gpu_hours else messages.SUCCESS,
+                )
+            ]
+        if incident.displaced_at is None:
+            shown.append(
+                (
+                    "Some booked GPUs are still to be moved (their reservations were busy); "
+                    "the displacement job finishes within a minute.",
+                    messages.WARNING,
+                )
+            )
+        return shown
+
+    # --- figures
+
+    @admin.display(description="End", ordering="end")
+    def until(self, obj: Incident) -> str:
+        return display_for_value(obj.end, "") if obj.end is not None else "open"
+
+    @admin.display(description="Reservations affected", ordering="affected_count")
+    def reservations_affected(self, obj: Incident) -> int:
+        return obj.affected_count
+
+    @admin.display(description="GPU-hours moved", ordering="moved_gpu_hours")
+    def gpu_hours_moved(self, obj: Incident) -> int:
+        return obj.moved_gpu_hours
+
+    @admin.display(description="GPU-hours lost", ordering="lost_gpu_hours")
+    def gpu_hours_lost(self, obj: Incident) -> int:
+        return obj.lost_gpu_hours
+
+    @admin.display(description="SLA credited", ordering="credited_amount")
+    def sla_credited(self, obj: Incident) -> str:
+        if obj.credited_amount is None:
+            return "-"
+        return f"{obj.credited_amount} {obj.pool.currency}"
+
+    # --- closing and displacing: actions on the list, buttons on the incident's page
+
+    def get_urls(self):
+        info = self.opts.app_label, self.opts.model_name
+        return [
+            path(
+                "<path:object_id>/close/",
+                self.admin_site.admin_view(self.close_view),
+                name="{}_{}_close".format(*info),
+            ),
+            path(
+                "<path:object_id>/displace/",
+                self.admin_site.admin_view(self.displace_view),
+                name="{}_{}_displace".format(*info),
+            ),
+            *super().get_urls(),
+        ]
+
+    def change_view(self, request: HttpRequest, object_id, form_url="", extra_context=None):
+        incident = self.get_object(request, unquote(object_id))
+        if incident is not None and self.has_change_permission(request, incident):
+            now = utcnow()
+            extra_context = {
+                **(extra_context or {}),
+                "close_url": reverse("admin:capacity_incident_close", args=[incident.pk])
+                if _closable(incident, now)
+                else None,
+                "displace_url": reverse("admin:capacity_incident_displace", args=[incident.pk])
+                if incident.displaced_at is None and _due(incident, now)
+                else None,
+            }
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def _button_view(self, request: HttpRequest, object_id: str, act) -> HttpResponse:
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        incident = self.get_object(request, unquote(object_id))
+        if incident is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        if not self.has_change_permission(request, incident):
+            raise PermissionDenied
+        act(request, incident, utcnow())
+        return HttpResponseRedirect(reverse("admin:capacity_incident_change", args=[incident.pk]))
+
+    def close_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        return self._button_view(request, object_id, self._close)
+
+    def displace_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        return self._button_view(request, object_id, self._displace)
+
+    @admin.action(description="Close now: the GPUs are back from the next whole hour")
+    def close_now(self, request: HttpRequest, queryset: QuerySet[Incident]) -> None:
+        now = utcnow()
+        for incident in queryset:
+            self._close(request, incident, now)
+
+    @admin.action(description="Displace again: move what the incident still leaves booked")
+    def displace_again(self, request: HttpRequest, queryset: QuerySet[Incident]) -> None:
+        now = utcnow()
+        for incident in queryset:
+            self._displace(request, incident, now)
+
+    def _close(self, request: HttpRequest, incident: Incident, now) -> None:
+        if not _closable(incident, now):
+            self.message_user(
+                request, f"Incident #{incident.pk} is already over.", level=messages.WARNING
+            )
+            return
+        try:
+            closed = incident_close(incident=incident, now=now)
+        except ApplicationError as exc:
+            self.message_user(
+                request, f"Incident #{incident.pk} not closed: {exc.detail}", level=messages.ERROR
+            )
+            return
+        if closed.end == closed.start:
+            self.message_user(request, f"Incident #{closed.pk} withdrawn before it began.")
+        else:
+            self.message_user(
+                request,
+                f"Incident #{closed.pk} closed: {incident.pool.slug}'s GPUs are back from "
+                f"{closed.end:%Y-%m-%d %H:%M} UTC.",
+            )
+
+    def _displace(self, request: HttpRequest, incident: Incident, now) -> None:
+        if incident.displaced_at is not None:
+            self.message_user(
+                request,
+                f"Incident #{incident.pk} was already displaced: nothing left to move.",
+                level=messages.WARNING,
+            )
+            return
+        if not _due(incident, now):
+            self.message_user(
+                request,
+                f"Recall #{incident.pk} is not due: its reservations are moved when it starts, "
+                f"at {incident.start:%Y-%m-%d %H:%M} UTC.",
+                level=messages.WARNING,
+            )
+            return
+        result = incident_displace(incident=incident, now=now)
+        self.message_user(
+            request,
+            f"Incident #{incident.pk}: {result.reservations} reservation(s) displaced, "
+            f"{result.gpu_hours_moved} GPU-hours moved to other pools, "
+            f"{result.gpu_hours_lost} GPU-hours lost."
+            + (
+                f" {result.remaining_excess} GPU-hours are still to be moved (reservations "
+                "busy); the displacement job retries within a minute."
+                if result.remaining_excess
+                else ""
+            ),
+            level=messages.WARNING
+            if result.gpu_hours_lost or result.remaining_excess
+            else messages.SUCCESS,
+        )
+
+
+class DisplacementRuleForm(forms.ModelForm):
+    """A position already taken may be given: the rule holding it moves to the end when this
+    one is saved (see ``DisplacementRuleAdmin.save_model``), so two rules can swap places in
+    the list in one save."""
+
+    class Meta:
+        model = DisplacementRule
+        fields = ["position", "order"]
+
+    def _get_validation_exclusions(self):
+        return {*super()._get_validation_exclusions(), "position"}
+
+
+class DisplacementRuleFormSet(forms.BaseModelFormSet):
+    def clean(self) -> None:
+        super().clean()
+        positions = [form.cleaned_data.get("position") for form in self.forms]
+        taken = sorted({p for p in positions if p is not None and positions.count(p) > 1})
+        if taken:
+            raise ValidationError(
+                f"Position {', '.join(map(str, taken))} is given to more than one rule."
+            )
+
+
+@admin.register(DisplacementRule)
+class DisplacementRuleAdmin(admin.ModelAdmin):
+    """The displacement policy: when an incident leaves a pool with more GPUs booked than it
+    has, reservations lose GPUs in this order (lowest position first; later rules break ties
+    of earlier ones). Applies to the next displacement."""
+
+    form = DisplacementRuleForm
+    list_display = ["position", "order"]
+    list_display_links = ["order"]
+    list_editable = ["position"]
+
+    def get_changelist_form(self, request: HttpRequest, **kwargs):
+        return super().get_changelist_form(request, form=DisplacementRuleForm, **kwargs)
+
+    def get_changelist_formset(self, request: HttpRequest, **kwargs):
+        return super().get_changelist_formset(request, formset=DisplacementRuleFormSet, **kwargs)
+
+    def save_model(self, request: HttpRequest, obj: DisplacementRule, form, change: bool) -> None:
+        with transaction.atomic(using=router.db_for_write(DisplacementRule)):
+            rules = DisplacementRule.objects.select_for_update()
+            holder = rules.filter(position=obj.position).exclude(pk=obj.pk).first()
+            if holder is not None:
+                last = max(rules.values_list("position", flat=True))
+                DisplacementRule.objects.filter(pk=holder.pk).update(position=last + 1)
+            super().save_model(request, obj, form, change)
+
+
+@admin.register(Displacement)
+class DisplacementAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """The move log of every incident, read-only: written once by the displacement."""
+
+    list_display = [
+        "incident",
+        "reservation",
+        "tenant",
+        "start",
+        "end",
+        "gpus_taken",
+        "gpus_moved",
+        "gpus_lost",
+        "created_at",
+    ]
+    list_filter = ["incident__kind", "incident__pool"]
+    search_fields = ["reservation__id"]
+    list_select_related = ["incident", "reservation__tenant"]
+    date_hierarchy = "start"
+
+    @admin.display(description="Tenant", ordering="reservation__tenant__name")
+    def tenant(self, obj: Displacement) -> str:
+        return obj.reservation.tenant.name
