@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/booking.py
 	$(BIN)/python bench/billing.py
 	$(BIN)/python bench/events.py
+	$(BIN)/python bench/incidents.py
 
 # Mutation testing of the critical modules (docs/TESTING.md); about an hour on 2 cores.
 mutation: $(STAMP)

@@ -4,16 +4,21 @@ Usage: .venv/bin/python bench/billing.py [--tenants 10000] [--hours 100]
 
 Creates (drops first) the database ``gpu_marketplace_bench_billing`` on the PostgreSQL server
 of BENCH_DATABASE_SERVER (default postgres://postgres@127.0.0.1:5432), migrates it, and
-generates tenants and completed March reservations with INSERT ... SELECT (not measured).
-Then it measures, through the real services:
+generates tenants, completed March reservations and their placements with INSERT ... SELECT
+(not measured). Then it measures, through the real services:
 
-1. metering the whole month in one back-fill run (one usage row per reservation-hour),
+1. metering the whole month in one back-fill run (one usage row per placement-hour),
 2. a steady-state hourly metering run afterwards,
-3. the draft run (one transaction per tenant), 4. the finalize run (one per invoice),
+3. the draft run (batches of tenants),
+4. the usage corrections of an outage recorded after metering (4 hours of one pool, written
+   as the marketplace leaves it: cut placements and displacements), then a correction run
+   with nothing to do,
+5. the finalize run (batches of invoices), 6. the SLA credits of the month's close,
 
 and, for comparison, the bare SQL aggregate ``SUM(amount) GROUP BY tenant`` over the usage
 table. It ends by checking the books: one invoice per tenant, gapless numbers, line totals
-equal to the rounded per-reservation sums, the ledger equal to minus the invoice totals."""
+equal to the rounded per-reservation sums, the ledger equal to minus the invoice totals, one
+SLA credit note per displaced tenant."""
 
 import argparse
 import os
@@ -36,9 +41,15 @@ os.environ.setdefault("LOG_LEVEL", "WARNING")
 MARCH = datetime(2026, 3, 1, tzinfo=UTC)
 APRIL = datetime(2026, 4, 1, tzinfo=UTC)
 AFTER_GRACE = datetime(2026, 4, 3, 1, tzinfo=UTC)
+OUTAGE_START = datetime(2026, 3, 15, 10, tzinfo=UTC)
+OUTAGE_END = datetime(2026, 3, 15, 14, tzinfo=UTC)
 POOLS = 20
 
 timings: list[tuple[str, float, str]] = []
+METER = "meter a month (one back-fill run)"
+BARE = "bare SQL: SUM(amount) GROUP BY tenant over the usage table"
+DRAFT = "draft run: build the month's drafts"
+FINALIZE = "finalize run: issue the month's invoices"
 
 
 @contextmanager
@@ -65,7 +76,7 @@ def generate(tenants: int, hours: int) -> None:
 
     from django.db import connection
 
-    from capacity.models import CapacityPool, GpuModel, MaintenanceWindow, Provider, Region
+    from capacity.models import CapacityPool, GpuModel, Provider, Region
 
     h100 = GpuModel.objects.create(slug="h100", vendor="nvidia", name="H100", memory_gb=80)
     for i in range(POOLS):
@@ -118,26 +129,82 @@ def generate(tenants: int, hours: int) -> None:
                 (id, tenant_id, pool_id, gpu_count, start, "end", capacity_until, status,
                  currency, list_price_per_gpu_hour, unit_price, total_price, charge,
                  invoiced_amount, cancellation_fee, created_at, updated_at, confirmed_at,
-                 cancelled_by, cancellation_reason)
+                 cancelled_by, cancellation_reason, scope)
             SELECT gen_random_uuid(), tenant_id, pool_id, 8, start,
                    start + %(hours)s * interval '1 hour', start + %(hours)s * interval '1 hour',
                    'completed', 'USD', list_price, unit_price,
                    round(unit_price * 8 * %(hours)s, 2), round(unit_price * 8 * %(hours)s, 2),
-                   0, 0, now(), now(), now(), '', ''
+                   0, 0, now(), now(), now(), '', '', '{}'
             FROM picked
             """,
             {"hours": hours, "pools": POOLS},
         )
+        # Where their GPUs are: one placement per reservation on its own pool, as booking
+        # leaves it.
+        cursor.execute(
+            """
+            INSERT INTO marketplace_placement
+                (reservation_id, pool_id, start, "end", gpus, incident_id, created_at)
+            SELECT id, pool_id, start, capacity_until, gpu_count, NULL, now()
+            FROM marketplace_reservation
+            WHERE capacity_until > start
+            """
+        )
         cursor.execute("ANALYZE")
-    # One real outage (4 hours on one pool) so metering's outage check has work to do.
-    MaintenanceWindow.objects.create(
-        pool=CapacityPool.objects.get(slug="pool-07"),
-        kind="outage",
-        start=datetime(2026, 3, 15, 10, tzinfo=UTC),
-        end=datetime(2026, 3, 15, 14, tzinfo=UTC),
-        gpus=8,
+
+
+def record_late_outage() -> int:
+    """An outage of every booked GPU of pool-07 on 15 March 10:00-14:00, recorded after the
+    month was metered, written as the marketplace leaves it: each hit placement cut around
+    those hours and a displacement per reservation (all GPUs lost). Returns the number of
+    displaced reservations."""
+    from django.db import connection
+
+    from capacity.models import CapacityPool, Incident
+
+    pool = CapacityPool.objects.get(slug="pool-07")
+    span = {"start": OUTAGE_START, "end": OUTAGE_END, "pool": pool.pk}
+    hit = scalar(
+        """SELECT count(*) FROM marketplace_placement
+           WHERE pool_id = %(pool)s AND start < %(end)s AND "end" > %(start)s""",
+        span,
+    )
+    incident = Incident.objects.create(
+        pool=pool,
+        kind=Incident.Kind.OUTAGE,
+        start=OUTAGE_START,
+        end=OUTAGE_END,
+        gpus=max(8, 8 * hit),
         reason="bench outage",
     )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            WITH hit AS (
+                DELETE FROM marketplace_placement
+                WHERE pool_id = %(pool)s AND start < %(end)s AND "end" > %(start)s
+                RETURNING reservation_id, pool_id, start, "end", gpus, incident_id
+            ), before AS (
+                INSERT INTO marketplace_placement
+                    (reservation_id, pool_id, start, "end", gpus, incident_id, created_at)
+                SELECT reservation_id, pool_id, start, %(start)s, gpus, incident_id, now()
+                FROM hit WHERE start < %(start)s
+            ), after AS (
+                INSERT INTO marketplace_placement
+                    (reservation_id, pool_id, start, "end", gpus, incident_id, created_at)
+                SELECT reservation_id, pool_id, %(end)s, "end", gpus, incident_id, now()
+                FROM hit WHERE "end" > %(end)s
+            )
+            INSERT INTO marketplace_displacement
+                (incident_id, reservation_id, start, "end", gpus_taken, gpus_moved, gpus_lost,
+                 created_at)
+            SELECT %(incident)s, reservation_id, GREATEST(start, %(start)s),
+                   LEAST("end", %(end)s), gpus, 0, gpus, now()
+            FROM hit
+            """,
+            {**span, "incident": incident.pk},
+        )
+    return hit
 
 
 def scalar(sql: str, params=None):
@@ -148,8 +215,8 @@ def scalar(sql: str, params=None):
         return cursor.fetchone()[0]
 
 
-def check_books(tenants: int) -> list[str]:
-    from billing.models import Invoice
+def check_books(tenants: int, displaced: int) -> list[str]:
+    from billing.models import CreditNote, Invoice, UsageCorrection
 
     problems = []
     invoices = Invoice.objects.filter(period_start=MARCH)
@@ -172,6 +239,18 @@ def check_books(tenants: int) -> list[str]:
     unbilled = scalar("SELECT count(*) FROM billing_usagerecord WHERE invoice_id IS NULL")
     if unbilled:
         problems.append(f"{unbilled} usage rows not on an invoice")
+    outage_rows = scalar(
+        """SELECT count(*) FROM billing_usagerecord u JOIN marketplace_displacement d
+           ON d.reservation_id = u.reservation_id AND u.hour >= d.start AND u.hour < d."end"
+        """
+    )
+    if outage_rows:
+        problems.append(f"{outage_rows} usage rows in hours the outage took")
+    if UsageCorrection.objects.count() != displaced:
+        problems.append("not one usage correction per displacement")
+    sla_notes = CreditNote.objects.filter(reason="sla").count()
+    if sla_notes != displaced:  # one reservation per tenant, each lost some hours
+        problems.append(f"{sla_notes} SLA credit notes for {displaced} displaced tenants")
     return problems
 
 
@@ -198,10 +277,12 @@ def main() -> None:
     )
 
     from billing.models import UsageRecord
+    from billing.services.corrections import usage_corrections_apply
     from billing.services.invoicing import invoices_draft, invoices_finalize_due
     from billing.services.metering import meter_usage
+    from billing.services.sla import sla_credits_issue
 
-    with timed("meter a month (one back-fill run)"):
+    with timed(METER):
         metered = meter_usage(until=APRIL)
     rows = UsageRecord.objects.count()
     assert metered.usage_created == rows, (metered, rows)
@@ -213,27 +294,37 @@ def main() -> None:
 
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE billing_usagerecord")
-    with timed("bare SQL: SUM(amount) GROUP BY tenant over the usage table"):
+    with timed(BARE):
         groups = scalar(
             "SELECT count(*) FROM (SELECT tenant_id, SUM(amount) FROM billing_usagerecord "
             "GROUP BY tenant_id) AS per_tenant"
         )
-    with timed("draft run: build the month's drafts", f"{args.tenants} tenants"):
+    with timed(DRAFT, f"{args.tenants} tenants"):
         drafted = invoices_draft(now=datetime(2026, 4, 1, 1, tzinfo=UTC))
-    with timed("finalize run: issue the month's invoices", f"{args.tenants} invoices"):
+    displaced = record_late_outage()
+    with timed(f"usage corrections: a late outage of {displaced} reservations on drafts"):
+        corrected = usage_corrections_apply(now=datetime(2026, 4, 1, 2, tzinfo=UTC))
+    assert corrected.done == displaced, corrected
+    with timed("usage corrections: nothing to do (the hourly run)"):
+        assert usage_corrections_apply(now=datetime(2026, 4, 1, 3, tzinfo=UTC)).done == 0
+    with timed(FINALIZE, f"{args.tenants} invoices"):
         finalized = invoices_finalize_due(now=AFTER_GRACE)
+    with timed(f"SLA credits at the month's close ({displaced} displaced)"):
+        credited = sla_credits_issue(now=AFTER_GRACE)
 
-    problems = check_books(args.tenants)
+    problems = check_books(args.tenants, displaced)
+    failures = drafted.failed + corrected.failed + finalized.failed + credited.failed
     print()
     print(f"Usage rows: {rows:,} ({args.tenants:,} tenants, {groups:,} aggregated groups)")
     print(f"Drafts built: {drafted.done:,}, finalized: {finalized.done:,}, ", end="")
-    print(f"failures: {len(drafted.failed) + len(finalized.failed)}")
+    print(f"SLA credit notes: {credited.done:,}, failures: {len(failures)}")
     print()
     print(f"{'step':<62}{'seconds':>10}")
     for label, elapsed, _ in timings:
         print(f"{label:<62}{elapsed:>10.2f}")
-    meter, draft, final = timings[0][1], timings[3][1], timings[4][1]
-    bare = timings[2][1]
+    seconds = {label: elapsed for label, elapsed, _ in timings}
+    meter, draft, final = seconds[METER], seconds[DRAFT], seconds[FINALIZE]
+    bare = seconds[BARE]
     per_tenant_ms = (draft + final) * 1000 / args.tenants
     print(f"{'meter + draft + finalize the month':<62}{meter + draft + final:>10.2f}")
     print(f"{'... per tenant (draft + finalize), ms':<62}{per_tenant_ms:>10.2f}")
@@ -242,7 +333,7 @@ def main() -> None:
     )
     print()
     print("Books check:", "OK" if not problems else "; ".join(problems))
-    if problems:
+    if problems or failures:
         sys.exit(1)
 
 

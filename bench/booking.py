@@ -12,8 +12,8 @@ for T seconds or until K bookings were attempted, in two scenarios:
 
 It prints bookings per second, p50/p99 latency and the insufficient_capacity count, then checks
 the guarantee on the data it produced: every ledger hour within capacity, every hour's booked
-GPUs equal to what the reservations imply. It exits non-zero if the check fails or any request
-ended in anything but a booking or insufficient_capacity (a deadlock, say).
+GPUs equal to what the reservations' placements imply. It exits non-zero if the check fails or
+any request ended in anything but a booking or insufficient_capacity (a deadlock, say).
 
 It uses its own database (gpu_marketplace_bench, or BENCH_DATABASE_URL), created and migrated
 on first use and emptied of pools, tenants and reservations before each scenario."""
@@ -201,17 +201,17 @@ def guarantee_violations() -> dict[str, int]:
     queries = {
         "hours booked beyond capacity or below zero": """
             SELECT count(*) FROM capacity_poolhour WHERE booked > capacity OR booked < 0""",
-        "hours whose booked differs from the reservations": """
+        "hours whose booked differs from the placements": """
             SELECT count(*) FROM capacity_poolhour h
             WHERE h.booked <> COALESCE((
-                SELECT sum(r.gpu_count) FROM marketplace_reservation r
-                WHERE r.pool_id = h.pool_id AND r.start <= h.hour AND h.hour < r.capacity_until
+                SELECT sum(p.gpus) FROM marketplace_placement p
+                WHERE p.pool_id = h.pool_id AND p.start <= h.hour AND h.hour < p."end"
             ), 0)""",
-        "reservations holding hours without a ledger row": """
-            SELECT count(*) FROM marketplace_reservation r
+        "placements holding hours without a ledger row": """
+            SELECT count(*) FROM marketplace_placement p
             WHERE (SELECT count(*) FROM capacity_poolhour h
-                   WHERE h.pool_id = r.pool_id AND h.hour >= r.start AND h.hour < r.capacity_until)
-                <> EXTRACT(EPOCH FROM r.capacity_until - r.start) / 3600""",
+                   WHERE h.pool_id = p.pool_id AND h.hour >= p.start AND h.hour < p."end")
+                <> EXTRACT(EPOCH FROM p."end" - p.start) / 3600""",
     }
     with connection.cursor() as cursor:
         counts = {}

@@ -9,22 +9,14 @@ import json
 from decimal import Decimal
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.utils import display_for_value, unquote
-from django.core.exceptions import FieldDoesNotExist, PermissionDenied, ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import models, router, transaction
 from django.db.models import (
-    Count,
-    F,
-    Func,
-    IntegerField,
-    OuterRef,
     QuerySet,
-    Subquery,
-    Sum,
-    Value,
 )
-from django.db.models.functions import Coalesce
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils.html import format_html
@@ -405,76 +397,6 @@ class IdempotencyRecordAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 # --- capacity incidents ------------------------------------------------------------------------
 
 
-class _SpanHours(Func):
-    """Whole hours from ``start`` to ``end`` of the row (incident spans are whole UTC hours)."""
-
-    output_field = IntegerField()
-
-    def __init__(self) -> None:
-        super().__init__(F("end"), F("start"))
-
-    def as_sql(self, compiler, connection, **extra_context):
-        return super().as_sql(
-            compiler,
-            connection,
-            template="(CAST(EXTRACT(EPOCH FROM (%(expressions)s)) AS integer) / 3600)",
-            arg_joiner=" - ",
-            **extra_context,
-        )
-
-    def as_sqlite(self, compiler, connection, **extra_context):
-        # The development setup (`make run`): datetimes are text, which julianday() reads.
-        return super().as_sql(
-            compiler,
-            connection,
-            template="CAST(ROUND((julianday(%(expressions)s)) * 24) AS integer)",
-            arg_joiner=") - julianday(",
-            **extra_context,
-        )
-
-
-def _per_incident(aggregate) -> Coalesce:
-    """``aggregate`` over the displacements of the incident in the outer query (0 if none)."""
-    totals = (
-        Displacement.objects.filter(incident=OuterRef("pk"))
-        .order_by()
-        .values("incident")
-        .annotate(total=aggregate)
-        .values("total")
-    )
-    return Coalesce(Subquery(totals, output_field=IntegerField()), Value(0))
-
-
-def _sla_credited():
-    """The SLA credits given for the incident, summed; None while there are none. Read through
-    the reverse relation billing's ``SlaCredit.incident`` declares (``sla_credits``), so the
-    marketplace needs no import of billing."""
-    amount = models.DecimalField(max_digits=14, decimal_places=2)
-    try:
-        Incident._meta.get_field("sla_credits")
-    except FieldDoesNotExist:  # billing not installed
-        return Value(None, output_field=amount)
-    totals = (
-        Incident.objects.filter(pk=OuterRef("pk"))
-        .order_by()
-        .annotate(total=Sum("sla_credits__amount"))
-        .values("total")
-    )
-    return Subquery(totals, output_field=amount)
-
-
-def incidents_with_figures(queryset: QuerySet[Incident]) -> QuerySet[Incident]:
-    """Each incident with what it did: reservations it displaced, GPU-hours moved to other
-    pools and lost (from its ``Displacement`` rows), and SLA credit given for it. One query
-    for any number of incidents."""
-    return queryset.annotate(
-        affected_count=_per_incident(Count("reservation", distinct=True)),
-        moved_gpu_hours=_per_incident(Sum(F("gpus_moved") * _SpanHours())),
-        lost_gpu_hours=_per_incident(Sum(F("gpus_lost") * _SpanHours())),
-        credited_amount=_sla_credited(),
-    )
-
-
 def _preview_digest(fields: dict, preview: list[tuple[Reservation, int]]) -> str:
     """What the operator confirms: this incident taking these GPUs from these reservations."""
     payload = [
@@ -532,7 +454,10 @@ class IncidentRecordForm(forms.ModelForm):
                 return
         try:
             self.recorded = incident_record(
-                **fields, reason=data["reason"], recorded_by=self.recorded_by
+                **fields,
+                reason=data["reason"],
+                recorded_by=self.recorded_by,
+                time_budget=settings.INCIDENT_ADMIN_DISPLACE_SECONDS,
             )
         except ApplicationError as exc:
             self._show_refusal(exc)
@@ -668,7 +593,9 @@ class IncidentAdmin(admin.ModelAdmin):
     record = ["short_notice", "recorded_by", "created_at", "closed_at", "displaced_at"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Incident]:
-        return incidents_with_figures(super().get_queryset(request).select_related("pool"))
+        return selectors.incidents_with_figures(
+            super().get_queryset(request).select_related("pool")
+        )
 
     def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
@@ -748,8 +675,8 @@ class IncidentAdmin(admin.ModelAdmin):
         if incident.displaced_at is None:
             shown.append(
                 (
-                    "Some booked GPUs are still to be moved (their reservations were busy); "
-                    "the displacement job finishes within a minute.",
+                    "Some booked GPUs are still to be moved; the displacement job goes on in "
+                    "the background (this page's figures grow as it does).",
                     messages.WARNING,
                 )
             )

@@ -6,6 +6,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from django.db.models import prefetch_related_objects
+from rest_framework.fields import DateTimeField
 
 from events.services import NewEvent, events_record
 from marketplace import selectors
@@ -39,13 +40,18 @@ def reservation_event(type_: str, reservation: Reservation, *, now: datetime | N
     reservations_event(type_, [reservation], now=now)
 
 
+def _time(moment: datetime | None) -> str | None:
+    """A time as the API writes it (UTC, ``Z``)."""
+    return DateTimeField().to_representation(moment) if moment is not None else None
+
+
 def _incident_data(incident) -> dict:
     return {
         "id": incident.pk,
         "kind": incident.kind,
         "pool": incident.pool.slug,
-        "start": incident.start.isoformat(),
-        "end": incident.end.isoformat() if incident.end else None,
+        "start": _time(incident.start),
+        "end": _time(incident.end),
     }
 
 
@@ -81,7 +87,7 @@ def reservation_moved(
 ) -> None:
     """``moves``: (pool, start, end, gpus) re-placed at the reservation's own unit price."""
     moved = [
-        {"pool": pool.slug, "start": start.isoformat(), "end": end.isoformat(), "gpus": gpus}
+        {"pool": pool.slug, "start": _time(start), "end": _time(end), "gpus": gpus}
         for pool, start, end, gpus in moves
     ]
     data = _with(reservation, incident=_incident_data(incident), moved=moved)
@@ -95,8 +101,8 @@ def reservation_interrupted(
     the SLA policy when the month closes."""
     lost = [
         {
-            "start": start.isoformat(),
-            "end": end.isoformat(),
+            "start": _time(start),
+            "end": _time(end),
             "gpus": gpus,
             "gpu_hours": gpus * int((end - start).total_seconds() // 3600),
         }

@@ -4,9 +4,23 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from django.db.models import Prefetch, QuerySet, Sum
+from django.core.exceptions import FieldDoesNotExist
+from django.db.models import (
+    Count,
+    DecimalField,
+    F,
+    Func,
+    IntegerField,
+    OuterRef,
+    Prefetch,
+    QuerySet,
+    Subquery,
+    Sum,
+    Value,
+)
+from django.db.models.functions import Coalesce
 
-from capacity.models import CapacityPool
+from capacity.models import CapacityPool, Incident
 from capacity.selectors import free_by_hour
 from core.timeutils import HOUR, hours_between
 from marketplace import pricing
@@ -211,3 +225,76 @@ def peak_gpus(
         level += changes[moment]
         peak = max(peak, level)
     return peak
+
+
+# --- incidents ---------------------------------------------------------------------------------
+
+
+class _SpanHours(Func):
+    """Whole hours from ``start`` to ``end`` of the row (incident spans are whole UTC hours)."""
+
+    output_field = IntegerField()
+
+    def __init__(self) -> None:
+        super().__init__(F("end"), F("start"))
+
+    def as_sql(self, compiler, connection, **extra_context):
+        return super().as_sql(
+            compiler,
+            connection,
+            template="(CAST(EXTRACT(EPOCH FROM (%(expressions)s)) AS integer) / 3600)",
+            arg_joiner=" - ",
+            **extra_context,
+        )
+
+    def as_sqlite(self, compiler, connection, **extra_context):
+        # The development setup (`make run`): datetimes are text, which julianday() reads.
+        return super().as_sql(
+            compiler,
+            connection,
+            template="CAST(ROUND((julianday(%(expressions)s)) * 24) AS integer)",
+            arg_joiner=") - julianday(",
+            **extra_context,
+        )
+
+
+def _per_incident(aggregate) -> Coalesce:
+    """``aggregate`` over the displacements of the incident in the outer query (0 if none)."""
+    totals = (
+        Displacement.objects.filter(incident=OuterRef("pk"))
+        .order_by()
+        .values("incident")
+        .annotate(total=aggregate)
+        .values("total")
+    )
+    return Coalesce(Subquery(totals, output_field=IntegerField()), Value(0))
+
+
+def _sla_credited():
+    """The SLA credits given for the incident, summed; None while there are none. Read through
+    the reverse relation billing's ``SlaCredit.incident`` declares (``sla_credits``), so the
+    marketplace needs no import of billing."""
+    amount = DecimalField(max_digits=14, decimal_places=2)
+    try:
+        Incident._meta.get_field("sla_credits")
+    except FieldDoesNotExist:  # billing not installed
+        return Value(None, output_field=amount)
+    totals = (
+        Incident.objects.filter(pk=OuterRef("pk"))
+        .order_by()
+        .annotate(total=Sum("sla_credits__amount"))
+        .values("total")
+    )
+    return Subquery(totals, output_field=amount)
+
+
+def incidents_with_figures(queryset: QuerySet[Incident]) -> QuerySet[Incident]:
+    """Each incident with what it did: reservations it displaced, GPU-hours moved to other
+    pools and lost (from its ``Displacement`` rows), and SLA credit given for it. One query
+    for any number of incidents."""
+    return queryset.annotate(
+        affected_count=_per_incident(Count("reservation", distinct=True)),
+        moved_gpu_hours=_per_incident(Sum(F("gpus_moved") * _SpanHours())),
+        lost_gpu_hours=_per_incident(Sum(F("gpus_lost") * _SpanHours())),
+        credited_amount=_sla_credited(),
+    )

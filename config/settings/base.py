@@ -166,6 +166,9 @@ LOGGING = {
 BOOKING_MAX_HOURS = env.int("BOOKING_MAX_HOURS", default=90 * 24)
 BOOKING_HORIZON_DAYS = env.int("BOOKING_HORIZON_DAYS", default=365)
 QUOTE_HOLD_MINUTES = env.int("QUOTE_HOLD_MINUTES", default=10)
+# Recording an incident in the admin moves reservations for at most this long before the page
+# answers; the displacement job (woken at once, and every minute) does the rest.
+INCIDENT_ADMIN_DISPLACE_SECONDS = env.float("INCIDENT_ADMIN_DISPLACE_SECONDS", default=10.0)
 
 # Billing (see billing/services/invoicing.py). Invoices stay draft this many days after the
 # month ends, for late usage; metering re-reads this many hours before its last run.

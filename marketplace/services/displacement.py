@@ -22,6 +22,7 @@ re-read under its lock and only what is still in excess is taken, so a run that 
 way is finished by the next one."""
 
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -108,10 +109,13 @@ def incident_record(
     reason: str = "",
     recorded_by: str = "",
     now: datetime | None = None,
+    time_budget: float | None = None,
 ) -> Incident:
     """Record an incident and deal with the reservations it hits: a recall that starts later
     sends its notices now (displacement follows at its start); anything else displaces at
-    once. Never fails because GPUs are booked (see ``capacity.services.incident_open``)."""
+    once — for at most ``time_budget`` seconds when given (a screen waiting on it), the rest
+    left to the displacement job, which is woken at once. Never fails because GPUs are booked
+    (see ``capacity.services.incident_open``)."""
     now = now or utcnow()
     with transaction.atomic():
         incident = capacity_services.incident_open(
@@ -127,8 +131,21 @@ def incident_record(
         if not _due(incident, now):
             _send_recall_notices(incident, now)
     if _due(incident, now):
-        incident_displace(incident=incident, now=now)
+        result = incident_displace(incident=incident, now=now, time_budget=time_budget)
+        if result.remaining_excess:
+            _wake_displacement_job()
     return incident
+
+
+def _wake_displacement_job() -> None:
+    """Ask a worker to finish a displacement now rather than at the next scheduled run (every
+    minute). Losing the message (broker down) costs only that minute."""
+    from marketplace.tasks import displace_incidents  # the task module imports this one
+
+    try:
+        displace_incidents.apply_async(retry=False)
+    except Exception:  # the broker being down must not fail what was recorded
+        logger.warning("Could not wake the displacement job; the schedule will run it.")
 
 
 def incident_close(
@@ -247,11 +264,15 @@ def _send_recall_notices(incident: Incident, now: datetime) -> None:
 # --- displacement ------------------------------------------------------------------------------
 
 
-def incident_displace(*, incident: Incident, now: datetime | None = None) -> DisplacementResult:
+def incident_displace(
+    *, incident: Incident, now: datetime | None = None, time_budget: float | None = None
+) -> DisplacementResult:
     """Take the GPUs the incident left in excess from the reservations the policy picks, one
     reservation per transaction, until nothing on the pool is in excess within the incident's
-    hours. Marks the incident displaced. Safe to re-run and to run twice at once."""
+    hours (or ``time_budget`` seconds have passed: the next run goes on). Marks the incident
+    displaced once done. Safe to re-run and to run twice at once."""
     now = now or utcnow()
+    deadline = None if time_budget is None else time.monotonic() + time_budget
     incident = Incident.objects.select_related("pool").get(pk=incident.pk)
     result = DisplacementResult(incident_id=incident.pk)
     pending = capacity_selectors.excess_hours(incident.pool_id, incident.start, incident.end)
@@ -259,7 +280,7 @@ def incident_displace(*, incident: Incident, now: datetime | None = None) -> Dis
     for reservation_id in list(
         _candidates(incident.pool_id, incident.start, incident.end).values_list("pk", flat=True)
     ):
-        if not pending.exists():
+        if (deadline is not None and time.monotonic() > deadline) or not pending.exists():
             break
         for attempt in range(1, ATTEMPTS + 1):
             try:
@@ -276,8 +297,8 @@ def incident_displace(*, incident: Incident, now: datetime | None = None) -> Dis
     result.remaining_excess = sum(pending.values_list("excess", flat=True))
     if result.remaining_excess == 0:
         capacity_services.incidents_mark_displaced(incident_ids=[incident.pk], now=now)
-    else:  # only when reservations are locked by someone else: the next run finishes it
-        logger.warning("Incident %s: %s GPU-hours still in excess", incident.pk, result)
+    else:  # out of time, or reservations locked by someone else: the next run finishes it
+        logger.info("Incident %s: %s GPU-hours still in excess", incident.pk, result)
     return result
 
 

@@ -197,8 +197,8 @@ def test_with_no_room_anywhere_reservations_shrink_for_those_hours_and_are_charg
     event = Event.objects.get(type="reservation.interrupted")
     assert event.data["lost"] == [
         {
-            "start": "2026-12-07T10:00:00+00:00",
-            "end": "2026-12-07T12:00:00+00:00",
+            "start": "2026-12-07T10:00:00Z",
+            "end": "2026-12-07T12:00:00Z",
             "gpus": 8,
             "gpu_hours": 16,
         }
@@ -294,7 +294,7 @@ def test_a_recall_with_notice_warns_now_and_displaces_at_the_recall_hour(tenant)
     # then the tenant is told at once, with when and how many, and nothing moves yet
     assert not incident.short_notice
     notice = Event.objects.get(type="reservation.recall_notice")
-    assert notice.data["recall"]["start"] == "2026-12-07T10:00:00+00:00"
+    assert notice.data["recall"]["start"] == "2026-12-07T10:00:00Z"
     assert notice.data["recall"]["gpus"] == 16
     assert placements(reservation) == [("backup", 9, 13, 16)]
     assert incidents_displace_due(now=at(9) + timedelta(minutes=59)) == []
@@ -432,3 +432,22 @@ def test_availability_and_reservations_say_backup_capacity_is_recallable(frozen_
     assert (data["recallable"], data["recall_notice_hours"]) == (True, 4)
     pool_data = client.get("/api/v1/pools/backup/").json()
     assert (pool_data["recallable"], pool_data["recall_notice_hours"]) == (True, 4)
+
+
+def test_a_displacement_out_of_time_is_finished_by_the_job(tenant, pool):
+    # given four reservations filling pool-a and room on pool-b
+    CapacityPoolFactory(slug="pool-b")
+    reservations = [book(tenant, booking(gpus=8, start=at(9), hours=2)) for _ in range(4)]
+
+    # when pool-a fails and the caller gives the displacement no time at all
+    incident = outage(pool, 32, at(9), at(11), time_budget=0)
+
+    # then nothing has moved yet and the incident is not displaced; the job finishes it
+    incident.refresh_from_db()
+    assert incident.displaced_at is None
+    assert PoolHour.objects.filter(pool=pool, excess__gt=0).count() == 2
+    (result,) = incidents_displace_due(now=NOW)
+    assert result.reservations == 4
+    assert result.remaining_excess == 0
+    assert all(placements(r) == [("pool-b", 9, 11, 8)] for r in reservations)
+    assert ledger_violations() == []
