@@ -16,11 +16,13 @@ from django.urls import NoReverseMatch, path, reverse
 from django.utils.html import format_html
 
 from billing import selectors
+from billing.credit import CreditFigures, credit_figures
 from billing.models import (
     Charge,
     CreditNote,
     Invoice,
     InvoiceLine,
+    LedgerEntry,
     Payment,
     RevenueReport,
     SlaCredit,
@@ -29,10 +31,9 @@ from billing.models import (
     UsageCorrection,
     UsageRecord,
 )
-from billing.services import credit_notes, invoicing, payments, reports
+from billing.services import accounts, credit_notes, invoicing, payments, reports
 from core.errors import ApplicationError
 from core.timeutils import utcnow
-from marketplace.models import LedgerEntry, Reservation
 
 ZERO = Decimal("0.00")
 
@@ -443,6 +444,94 @@ def _sum_of(queryset: QuerySet, field: str) -> Coalesce:
     )
 
 
+class LedgerPostingForm(forms.ModelForm):
+    """An operator's posting: a prepaid top-up or a signed adjustment, in the tenant's
+    currency, made through ``billing.services.accounts``."""
+
+    class Meta:
+        model = LedgerEntry
+        fields = ["tenant", "kind", "amount", "reference", "memo"]
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["kind"].choices = [
+            (LedgerEntry.Kind.TOP_UP, LedgerEntry.Kind.TOP_UP.label),
+            (LedgerEntry.Kind.ADJUSTMENT, LedgerEntry.Kind.ADJUSTMENT.label),
+        ]
+        self.fields["reference"].help_text = "Unique per tenant and kind, e.g. TOPUP-2026-0001."
+        self.posted_entry: LedgerEntry | None = None
+
+    def _post_clean(self) -> None:
+        # Post once the form and the model's own checks (e.g. the unique reference) pass, so
+        # that a refusal by the service lands on the form. The admin's add view runs in one
+        # transaction: anything failing after this rolls the entry back with it.
+        super()._post_clean()
+        if self.errors:
+            return
+        data = self.cleaned_data
+        tenant = data["tenant"]
+        try:
+            if data["kind"] == LedgerEntry.Kind.TOP_UP:
+                entry, created = accounts.top_up_create(
+                    tenant=tenant,
+                    amount=data["amount"],
+                    reference=data["reference"],
+                    memo=data["memo"],
+                )
+            else:
+                entry, created = accounts.ledger_post(
+                    tenant=tenant,
+                    kind=LedgerEntry.Kind.ADJUSTMENT,
+                    amount=data["amount"],
+                    currency=tenant.currency,
+                    reference=data["reference"],
+                    memo=data["memo"],
+                )
+        except ApplicationError as exc:
+            self.add_error(None, exc.detail)
+            return
+        if not created:
+            self.add_error("reference", "This reference was already posted.")
+            return
+        self.posted_entry = entry
+
+
+@admin.register(LedgerEntry)
+class LedgerEntryAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    """The money ledger is append-only: entries are never changed or deleted. Operators may
+    add top-ups and adjustments, posted through the accounts service; invoices, credit notes
+    and payments come from billing."""
+
+    list_display = ["created_at", "tenant", "kind", "amount", "currency", "reference", "memo"]
+    list_filter = ["kind", "currency", "tenant"]
+    search_fields = ["reference", "memo", "tenant__name"]
+    list_select_related = ["tenant"]
+    date_hierarchy = "created_at"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("billing.add_ledgerentry")
+
+    def get_form(self, request: HttpRequest, obj: LedgerEntry | None = None, **kwargs):
+        if obj is None:
+            kwargs["form"] = LedgerPostingForm
+            kwargs["fields"] = LedgerPostingForm.Meta.fields
+        return super().get_form(request, obj, **kwargs)
+
+    def get_fields(self, request: HttpRequest, obj: LedgerEntry | None = None):
+        if obj is None:
+            return LedgerPostingForm.Meta.fields
+        return super().get_fields(request, obj)
+
+    def save_form(self, request: HttpRequest, form, change: bool) -> LedgerEntry:
+        return form.posted_entry  # already posted by the form, through the service
+
+    def save_model(self, request: HttpRequest, obj: LedgerEntry, form, change: bool) -> None:
+        pass  # see save_form
+
+    def save_related(self, request: HttpRequest, form, formsets, change: bool) -> None:
+        pass  # a ledger entry has no many-to-many fields nor inlines
+
+
 @admin.register(TenantAccount)
 class TenantAccountAdmin(ReadOnlyMixin, admin.ModelAdmin):
     """Each tenant's money: ledger balance (prepaid credit when positive), what reservations
@@ -464,32 +553,27 @@ class TenantAccountAdmin(ReadOnlyMixin, admin.ModelAdmin):
     inlines = [LedgerEntryInline]
     actions = ["top_up"]
 
-    def get_queryset(self, request: HttpRequest) -> QuerySet[TenantAccount]:
-        live = Reservation.objects.exclude(status=Reservation.Status.EXPIRED)
-        return (
-            super()
-            .get_queryset(request)
-            .annotate(
-                balance=_sum_of(LedgerEntry.objects.all(), "amount"),
-                charged=_sum_of(live, "charge"),
-                invoiced=_sum_of(live, "invoiced_amount"),
-            )
-        )
+    @staticmethod
+    def _figures(obj: TenantAccount) -> CreditFigures:
+        # The booking check's own formula (billing.credit), once per row shown.
+        if not hasattr(obj, "_credit_figures"):
+            obj._credit_figures = credit_figures(tenant=obj)
+        return obj._credit_figures
 
-    @admin.display(description="Ledger balance", ordering="balance")
+    @admin.display(description="Ledger balance")
     def ledger_balance(self, obj: TenantAccount) -> Decimal:
-        return obj.balance
+        return self._figures(obj).ledger_balance
 
     @admin.display(description="Uninvoiced commitments")
     def uninvoiced(self, obj: TenantAccount) -> Decimal:
-        return obj.charged - obj.invoiced
+        return self._figures(obj).uninvoiced_commitments
 
-    @admin.display(description="Credit available")
+    @admin.display(description="Credit available (before tax)")
     def credit_available(self, obj: TenantAccount) -> Decimal:
-        return obj.credit_limit + obj.balance - (obj.charged - obj.invoiced)
+        return self._figures(obj).credit_available
 
     def has_top_up_permission(self, request: HttpRequest) -> bool:
-        return request.user.has_perm("marketplace.add_ledgerentry") or request.user.is_superuser
+        return request.user.has_perm("billing.add_ledgerentry")
 
     @admin.action(description="Record a prepaid top-up", permissions=["top_up"])
     def top_up(self, request: HttpRequest, queryset: QuerySet[TenantAccount]):

@@ -19,6 +19,46 @@ from marketplace.models import Reservation, Tenant
 ZERO = Decimal("0.00")
 
 
+class LedgerEntry(models.Model):
+    """The tenant's money account, append-only: top-ups and payments add, invoice charges
+    subtract, credit notes add back. The balance is always the sum of entries."""
+
+    class Kind(models.TextChoices):
+        TOP_UP = "top_up", "Prepaid top-up"
+        INVOICE = "invoice", "Invoice charge"
+        CREDIT_NOTE = "credit_note", "Credit note"
+        PAYMENT = "payment", "Payment"
+        ADJUSTMENT = "adjustment", "Adjustment"
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="ledger_entries")
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    amount = models.DecimalField(max_digits=14, decimal_places=2, help_text="Signed.")
+    currency = models.CharField(max_length=3, choices=CURRENCY_CHOICES)
+    reference = models.CharField(
+        max_length=200, help_text="What caused it, e.g. INV-2026-000123; unique per tenant."
+    )
+    memo = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["tenant", "created_at", "id"]
+        verbose_name_plural = "ledger entries"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "kind", "reference"], name="ledger_unique_reference"
+            ),
+            models.CheckConstraint(condition=~Q(amount=0), name="ledger_amount_nonzero"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.tenant} {self.kind} {self.amount} {self.currency} ({self.reference})"
+
+    def save(self, *args, **kwargs) -> None:
+        if self.pk is not None:
+            raise ValueError("Ledger entries are append-only; post a correcting entry.")
+        super().save(*args, **kwargs)
+
+
 class MeteringCursor(models.Model):
     """One row (pk 1): how far metering has run. Locked for the whole metering run, so two
     runs never interleave; the unique (reservation, hour) key is what makes a re-run harmless."""

@@ -17,9 +17,9 @@ from django.db.models import (
 )
 from django.db.models.functions import Coalesce, Greatest, TruncDate
 
-from billing.models import Charge, CreditNote, Invoice, Payment, UsageRecord
-from marketplace import selectors as marketplace_selectors
-from marketplace.models import LedgerEntry, Tenant
+from billing.credit import credit_figures
+from billing.models import Charge, CreditNote, Invoice, LedgerEntry, Payment, UsageRecord
+from marketplace.models import Tenant
 
 ZERO = Decimal("0.00")
 
@@ -99,15 +99,15 @@ class Balance:
     ledger_balance: Decimal
     credit_limit: Decimal
     uninvoiced_commitments: Decimal
+    uninvoiced_tax: Decimal
     credit_available: Decimal
     outstanding_invoices: Decimal
 
 
 def balance_get(*, tenant: Tenant) -> Balance:
-    """The figures the booking credit check uses (marketplace.selectors.credit_available),
-    plus what finalized invoices still have due."""
-    ledger = marketplace_selectors.ledger_balance(tenant=tenant)
-    uninvoiced = marketplace_selectors.uninvoiced_commitments(tenant=tenant)
+    """The figures the booking credit check uses (``billing.credit``), plus what finalized
+    invoices still have due."""
+    figures = credit_figures(tenant=tenant)
     outstanding = sum(
         with_settlement(
             Invoice.objects.filter(tenant=tenant, status=Invoice.Status.FINALIZED)
@@ -116,10 +116,11 @@ def balance_get(*, tenant: Tenant) -> Balance:
     )
     return Balance(
         currency=tenant.currency,
-        ledger_balance=ledger,
+        ledger_balance=figures.ledger_balance,
         credit_limit=tenant.credit_limit,
-        uninvoiced_commitments=uninvoiced,
-        credit_available=tenant.credit_limit + ledger - uninvoiced,
+        uninvoiced_commitments=figures.uninvoiced_commitments,
+        uninvoiced_tax=figures.uninvoiced_tax,
+        credit_available=figures.credit_available,
         outstanding_invoices=outstanding,
     )
 

@@ -21,6 +21,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpR
 from django.urls import path, reverse
 from django.utils.html import format_html
 
+from billing.credit import credit_available
 from capacity.models import CapacityPool, Incident
 from capacity.selectors import ledger_open_from
 from core.errors import ApplicationError
@@ -33,12 +34,11 @@ from marketplace.models import (
     Displacement,
     DisplacementRule,
     IdempotencyRecord,
-    LedgerEntry,
     Placement,
     Reservation,
     Tenant,
 )
-from marketplace.services import accounts, booking, tenants
+from marketplace.services import booking, tenants
 from marketplace.services.displacement import (
     affected_reservations,
     displacement_preview,
@@ -124,7 +124,7 @@ class TenantAdmin(admin.ModelAdmin):
     def credit_available(self, obj: Tenant) -> Decimal | str:
         if obj.pk is None:
             return "-"
-        return selectors.credit_available(tenant=obj)
+        return credit_available(tenant=obj)
 
     def get_inlines(self, request: HttpRequest, obj: Tenant | None):
         return self.inlines if obj is not None else []
@@ -296,94 +296,6 @@ class CancellationRuleAdmin(admin.ModelAdmin):
     applies."""
 
     list_display = ["min_notice_hours", "fee_percent"]
-
-
-class LedgerPostingForm(forms.ModelForm):
-    """An operator's posting: a prepaid top-up or a signed adjustment, in the tenant's
-    currency, made through ``marketplace.services.accounts``."""
-
-    class Meta:
-        model = LedgerEntry
-        fields = ["tenant", "kind", "amount", "reference", "memo"]
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.fields["kind"].choices = [
-            (LedgerEntry.Kind.TOP_UP, LedgerEntry.Kind.TOP_UP.label),
-            (LedgerEntry.Kind.ADJUSTMENT, LedgerEntry.Kind.ADJUSTMENT.label),
-        ]
-        self.fields["reference"].help_text = "Unique per tenant and kind, e.g. TOPUP-2026-0001."
-        self.posted_entry: LedgerEntry | None = None
-
-    def _post_clean(self) -> None:
-        # Post once the form and the model's own checks (e.g. the unique reference) pass, so
-        # that a refusal by the service lands on the form. The admin's add view runs in one
-        # transaction: anything failing after this rolls the entry back with it.
-        super()._post_clean()
-        if self.errors:
-            return
-        data = self.cleaned_data
-        tenant = data["tenant"]
-        try:
-            if data["kind"] == LedgerEntry.Kind.TOP_UP:
-                entry, created = accounts.top_up_create(
-                    tenant=tenant,
-                    amount=data["amount"],
-                    reference=data["reference"],
-                    memo=data["memo"],
-                )
-            else:
-                entry, created = accounts.ledger_post(
-                    tenant=tenant,
-                    kind=LedgerEntry.Kind.ADJUSTMENT,
-                    amount=data["amount"],
-                    currency=tenant.currency,
-                    reference=data["reference"],
-                    memo=data["memo"],
-                )
-        except ApplicationError as exc:
-            self.add_error(None, exc.detail)
-            return
-        if not created:
-            self.add_error("reference", "This reference was already posted.")
-            return
-        self.posted_entry = entry
-
-
-@admin.register(LedgerEntry)
-class LedgerEntryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    """The money ledger is append-only: entries are never changed or deleted. Operators may
-    add top-ups and adjustments, posted through the accounts service; invoices, credit notes
-    and payments come from billing."""
-
-    list_display = ["created_at", "tenant", "kind", "amount", "currency", "reference", "memo"]
-    list_filter = ["kind", "currency", "tenant"]
-    search_fields = ["reference", "memo", "tenant__name"]
-    list_select_related = ["tenant"]
-    date_hierarchy = "created_at"
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return request.user.has_perm("marketplace.add_ledgerentry")
-
-    def get_form(self, request: HttpRequest, obj: LedgerEntry | None = None, **kwargs):
-        if obj is None:
-            kwargs["form"] = LedgerPostingForm
-            kwargs["fields"] = LedgerPostingForm.Meta.fields
-        return super().get_form(request, obj, **kwargs)
-
-    def get_fields(self, request: HttpRequest, obj: LedgerEntry | None = None):
-        if obj is None:
-            return LedgerPostingForm.Meta.fields
-        return super().get_fields(request, obj)
-
-    def save_form(self, request: HttpRequest, form, change: bool) -> LedgerEntry:
-        return form.posted_entry  # already posted by the form, through the service
-
-    def save_model(self, request: HttpRequest, obj: LedgerEntry, form, change: bool) -> None:
-        pass  # see save_form
-
-    def save_related(self, request: HttpRequest, form, formsets, change: bool) -> None:
-        pass  # a ledger entry has no many-to-many fields nor inlines
 
 
 @admin.register(IdempotencyRecord)

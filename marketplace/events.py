@@ -8,6 +8,7 @@ from decimal import Decimal
 from django.db.models import prefetch_related_objects
 from rest_framework.fields import DateTimeField
 
+from billing.credit import credit_available
 from events.services import NewEvent, events_record
 from marketplace import selectors
 from marketplace.models import Reservation, Tenant
@@ -136,7 +137,7 @@ def balance_check(tenant: Tenant, *, now: datetime | None = None) -> None:
     threshold = tenant.low_balance_threshold
     if threshold is None:
         return
-    available = selectors.credit_available(tenant=tenant)
+    available = credit_available(tenant=tenant)
     low = available < threshold
     if low == tenant.low_balance_alerted:
         return

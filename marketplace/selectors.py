@@ -24,7 +24,7 @@ from capacity.models import CapacityPool, Incident
 from capacity.selectors import free_by_hour
 from core.timeutils import HOUR, hours_between
 from marketplace import pricing
-from marketplace.models import Displacement, LedgerEntry, Placement, Reservation, Tenant
+from marketplace.models import Displacement, Placement, Reservation, Tenant
 
 
 @dataclass(frozen=True)
@@ -180,31 +180,6 @@ def reservation_list(*, tenant: Tenant) -> QuerySet[Reservation]:
 def reservation_get(*, tenant: Tenant, reservation_id: object) -> Reservation:
     """Raises Reservation.DoesNotExist for another tenant's reservation (a 404, never a 403)."""
     return reservation_list(tenant=tenant).get(pk=reservation_id)
-
-
-def ledger_balance(*, tenant: Tenant) -> Decimal:
-    """Sum of the tenant's ledger: positive is prepaid credit, negative is money owed."""
-    total = LedgerEntry.objects.filter(tenant=tenant).aggregate(total=Sum("amount"))["total"]
-    return total or Decimal("0.00")
-
-
-def uninvoiced_commitments(*, tenant: Tenant) -> Decimal:
-    """What the tenant owes on reservations that is not yet on an invoice: live bookings in
-    full, delivered hours and fees of cancelled ones, completed ones not yet invoiced."""
-    rows = (
-        Reservation.objects.filter(tenant=tenant)
-        .exclude(status=Reservation.Status.EXPIRED)
-        .aggregate(charge=Sum("charge"), invoiced=Sum("invoiced_amount"))
-    )
-    return (rows["charge"] or Decimal(0)) - (rows["invoiced"] or Decimal(0))
-
-
-def credit_available(*, tenant: Tenant) -> Decimal:
-    """How much more the tenant may commit: credit limit + balance - uninvoiced commitments.
-    (Finalized invoices are charged to the ledger, so outstanding invoices lower the balance.)"""
-    return (
-        tenant.credit_limit + ledger_balance(tenant=tenant) - uninvoiced_commitments(tenant=tenant)
-    )
 
 
 def peak_gpus(

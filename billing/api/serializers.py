@@ -89,11 +89,17 @@ class BalanceSerializer(serializers.Serializer):
         decimal_places=2,
         help_text="Booked reservations (and fees) not yet on a finalized invoice.",
     )
+    uninvoiced_tax = serializers.DecimalField(
+        max_digits=14,
+        decimal_places=2,
+        help_text="The tax invoices will add to uninvoiced_commitments.",
+    )
     credit_available = serializers.DecimalField(
         max_digits=14,
         decimal_places=2,
-        help_text="credit_limit + ledger_balance - uninvoiced_commitments: what new bookings "
-        "may cost.",
+        help_text="What new bookings may still cost before tax: (credit_limit + ledger_balance "
+        "- uninvoiced_commitments - uninvoiced_tax) / (1 + tax rate), rounded down. A booking "
+        "is checked with the tax its invoice will add.",
     )
     outstanding_invoices = serializers.DecimalField(
         max_digits=14, decimal_places=2, help_text="Still due on finalized invoices."

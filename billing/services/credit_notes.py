@@ -7,12 +7,11 @@ from django.db import transaction
 
 from billing import events, locks, selectors
 from billing.errors import CreditExceedsInvoice, InvalidAmount, InvoiceNotFinalized
-from billing.models import CreditNote, Invoice
+from billing.models import CreditNote, Invoice, LedgerEntry
+from billing.services import accounts
 from billing.services.numbering import CREDIT_NOTE_SERIES, number_issue
 from core.money import round_money
 from core.timeutils import utcnow
-from marketplace.models import LedgerEntry
-from marketplace.services import accounts
 
 
 def validate_amount(amount: Decimal, currency: str) -> None:

@@ -51,13 +51,13 @@ from django.db.models.functions import TruncMonth
 from billing import events, locks, selectors
 from billing.db import bulk_set
 from billing.errors import InvoiceNotFinalized, PeriodNotEnded
-from billing.models import Charge, Invoice, InvoiceLine, UsageRecord
+from billing.models import Charge, Invoice, InvoiceLine, LedgerEntry, UsageRecord
+from billing.services import accounts
 from billing.services.numbering import INVOICE_SERIES, numbers_issue
 from core.errors import ApplicationError
 from core.money import round_money
 from core.timeutils import HOUR, utcnow
-from marketplace.models import LedgerEntry, Tenant
-from marketplace.services import accounts
+from marketplace.models import Tenant
 
 logger = logging.getLogger(__name__)
 

@@ -8,13 +8,13 @@ from django.db import transaction
 
 from billing import events, locks, selectors
 from billing.errors import InvoiceNotFinalized, PaymentExceedsDue
-from billing.models import Invoice, Payment
+from billing.models import Invoice, LedgerEntry, Payment
+from billing.services import accounts
 from billing.services.credit_notes import validate_amount
 from core.errors import Conflict
 from core.timeutils import utcnow
 from marketplace import events as marketplace_events
-from marketplace.models import LedgerEntry, Tenant
-from marketplace.services import accounts
+from marketplace.models import Tenant
 
 
 class PaymentReferenceReused(Conflict):

@@ -290,7 +290,7 @@ class TenantSerializer(serializers.Serializer):
     credit_available = serializers.DecimalField(
         max_digits=16,
         decimal_places=2,
-        help_text="Credit limit + balance - what is booked and not yet invoiced.",
+        help_text="What new bookings may still cost before tax (see /api/v1/balance/).",
     )
     discount_percent = serializers.DecimalField(max_digits=5, decimal_places=2)
     quotas = QuotasSerializer()

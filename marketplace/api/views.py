@@ -26,6 +26,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from billing.credit import credit_available
 from capacity.models import GpuModel
 from core.api.schema import TENANT_AUTH_ERRORS, error_responses
 from core.errors import NotFound
@@ -531,7 +532,7 @@ class TenantApi(APIView):
             "status": tenant.status,
             "currency": tenant.currency,
             "credit_limit": tenant.credit_limit,
-            "credit_available": selectors.credit_available(tenant=tenant),
+            "credit_available": credit_available(tenant=tenant),
             "discount_percent": tenant.discount_percent,
             "quotas": {
                 "max_gpus": tenant.max_gpus,

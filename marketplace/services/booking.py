@@ -21,6 +21,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import DateTimeField, ExpressionWrapper, F, QuerySet, Value
 
+from billing.credit import credit_available
 from capacity.errors import InsufficientCapacity, InvalidWindow
 from capacity.models import GpuModel
 from capacity.services import capacity_claim
@@ -174,7 +175,7 @@ def _check_quota(
 
 
 def _check_credit(tenant: Tenant, amount: Decimal) -> None:
-    available = selectors.credit_available(tenant=tenant)
+    available = credit_available(tenant=tenant)
     if amount > available:
         raise CreditLimitExceeded(
             f"The booking costs {amount} {tenant.currency}; {max(available, Decimal(0))} of "

@@ -4,15 +4,14 @@ import pytest
 import time_machine
 from django.urls import reverse
 
-from billing.models import CreditNote, Invoice, Payment, SlaCreditRule, UsageRecord
+from billing import credit
+from billing.models import CreditNote, Invoice, LedgerEntry, Payment, SlaCreditRule, UsageRecord
 from billing.services.corrections import usage_corrections_apply
 from billing.services.credit_notes import credit_note_create
 from billing.services.invoicing import invoices_draft, invoices_finalize_due
 from billing.services.metering import meter_usage
 from billing.services.payments import invoice_payment_record
 from billing.services.sla import sla_credits_issue
-from marketplace import selectors as marketplace_selectors
-from marketplace.models import LedgerEntry
 from tests.admin_helpers import form_values, headings, rows, titled_tables
 from tests.billing.conftest import at, displace, incident_record, reserve
 
@@ -336,7 +335,7 @@ def test_an_operator_tops_up_a_tenant_with_the_admin_action(admin_client, tenant
     assert list(LedgerEntry.objects.values_list("kind", "amount", "reference")) == [
         ("top_up", Decimal("500.00"), "wire-7")
     ]
-    assert marketplace_selectors.ledger_balance(tenant=tenant) == Decimal("500.00")
+    assert credit.ledger_balance(tenant=tenant) == Decimal("500.00")
 
 
 @pytest.mark.django_db

@@ -5,10 +5,10 @@ import pytest
 import time_machine
 
 from billing.models import Invoice
+from billing.services import accounts
 from billing.services.credit_notes import credit_note_create
 from billing.services.invoicing import invoices_draft, invoices_finalize_due
 from billing.services.metering import meter_usage
-from marketplace.services import accounts
 from tests.billing.conftest import at, reserve, tenant_client
 
 AFTER_GRACE = at(3, 1, month=4)
@@ -165,6 +165,7 @@ def test_the_balance_shows_what_the_credit_check_sees(tenant, billed):
         "currency": "USD",
         "ledger_balance": "-150.00",
         "credit_limit": "1000000.00",
+        "uninvoiced_tax": "0.00",
         "uninvoiced_commitments": "48.00",
         "credit_available": "999802.00",
         "outstanding_invoices": "200.00",

@@ -17,10 +17,10 @@ from celery.signals import task_postrun
 from django.conf import settings
 from django.db import connection
 
-from billing.models import Invoice, UsageRecord
+from billing.models import Invoice, LedgerEntry, UsageRecord
 from billing.tasks import draft_invoices_task, finalize_invoices_task, meter_usage_task
 from config.celery_app import app
-from marketplace.models import LedgerEntry, Reservation
+from marketplace.models import Reservation
 from marketplace.services.booking import BookingRequest, reservation_create
 from marketplace.tasks import advance_reservations
 from tests.factories import CapacityPoolFactory, TenantFactory

@@ -2,13 +2,12 @@ from decimal import Decimal
 
 import pytest
 
-from billing.models import CreditNote, Invoice, UsageCorrection, UsageRecord
+from billing.models import CreditNote, Invoice, LedgerEntry, UsageCorrection, UsageRecord
 from billing.services import corrections
 from billing.services.corrections import usage_corrections_apply
 from billing.services.credit_notes import credit_note_create
 from billing.services.invoicing import invoices_draft, invoices_finalize_due
 from billing.services.metering import meter_usage
-from marketplace.models import LedgerEntry
 from tests.billing.conftest import APRIL, MARCH, at, displace, incident_record, reserve
 
 AFTER_GRACE = at(3, 1, month=4)

@@ -2,13 +2,14 @@ from decimal import Decimal
 
 import pytest
 
+from billing import credit
 from billing.errors import (
     CreditExceedsInvoice,
     InvalidAmount,
     InvoiceNotFinalized,
     PaymentExceedsDue,
 )
-from billing.models import CreditNote, Invoice, Payment
+from billing.models import CreditNote, Invoice, LedgerEntry, Payment
 from billing.selectors import invoice_settlement
 from billing.services.credit_notes import credit_note_create
 from billing.services.invoicing import invoices_draft, invoices_finalize_due
@@ -18,8 +19,6 @@ from billing.services.payments import (
     invoice_payment_record,
     top_up_create,
 )
-from marketplace import selectors as marketplace_selectors
-from marketplace.models import LedgerEntry
 from tests.billing.conftest import at, reserve
 
 AFTER_GRACE = at(3, 1, month=4)
@@ -47,7 +46,7 @@ def test_credit_notes_are_numbered_gaplessly_and_credit_the_ledger(tenant, final
     assert list(
         LedgerEntry.objects.filter(kind="credit_note").values_list("amount", "reference")
     ) == [(Decimal("40.00"), "CN-2026-000001"), (Decimal("0.01"), "CN-2026-000002")]
-    assert marketplace_selectors.ledger_balance(tenant=tenant) == Decimal("-199.99")
+    assert credit.ledger_balance(tenant=tenant) == Decimal("-199.99")
     assert invoice_settlement(invoice=finalized).creditable == Decimal("199.99")
 
 
@@ -102,7 +101,7 @@ def test_a_payment_for_the_amount_due_marks_the_invoice_paid(tenant, finalized):
 
     finalized.refresh_from_db()
     assert (finalized.status, finalized.paid_at) == ("paid", AFTER_GRACE)
-    assert marketplace_selectors.ledger_balance(tenant=tenant) == Decimal("0.00")
+    assert credit.ledger_balance(tenant=tenant) == Decimal("0.00")
 
 
 @pytest.mark.django_db
@@ -134,13 +133,13 @@ def test_a_payment_larger_than_the_amount_due_is_refused(finalized):
 
 @pytest.mark.django_db
 def test_top_ups_add_prepaid_credit_once_per_reference(tenant):
-    credit_before = marketplace_selectors.credit_available(tenant=tenant)
+    credit_before = credit.credit_available(tenant=tenant)
 
     top_up_create(tenant=tenant, amount=Decimal("500.00"), reference="wire-9")
     top_up_create(tenant=tenant, amount=Decimal("500.00"), reference="wire-9")
 
-    assert marketplace_selectors.ledger_balance(tenant=tenant) == Decimal("500.00")
-    assert marketplace_selectors.credit_available(tenant=tenant) == credit_before + 500
+    assert credit.ledger_balance(tenant=tenant) == Decimal("500.00")
+    assert credit.credit_available(tenant=tenant) == credit_before + 500
 
 
 @pytest.mark.django_db

@@ -7,10 +7,10 @@ from functools import partial
 
 import pytest
 
-from marketplace import selectors as marketplace_selectors
+from billing import credit
+from billing.services import accounts
 from marketplace.errors import CreditLimitExceeded
 from marketplace.models import Reservation
-from marketplace.services import accounts
 from marketplace.services import booking as booking_service
 from tests.db_helpers import run_concurrently
 from tests.factories import CapacityPoolFactory, TenantFactory
@@ -50,4 +50,4 @@ def test_two_bookings_racing_for_the_last_credit_cannot_both_pass():
     # then exactly one booked, and the account stays within its limit
     assert sorted(outcomes) == ["booked", "credit_limit_exceeded"]
     assert Reservation.objects.count() == 1
-    assert marketplace_selectors.credit_available(tenant=tenant) == Decimal("72.00")
+    assert credit.credit_available(tenant=tenant) == Decimal("72.00")

@@ -15,6 +15,7 @@ from billing.models import (
     DocumentSequence,
     Invoice,
     InvoiceLine,
+    LedgerEntry,
     Payment,
     UsageRecord,
 )
@@ -22,7 +23,6 @@ from billing.services.credit_notes import credit_note_create
 from billing.services.invoicing import invoices_draft, invoices_finalize_due
 from billing.services.metering import meter_usage
 from billing.services.payments import invoice_payment_record
-from marketplace.models import LedgerEntry
 from tests.billing.conftest import at, reserve, tenant_client
 from tests.db_helpers import raises_restrict_violation
 

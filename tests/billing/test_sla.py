@@ -2,7 +2,7 @@ from decimal import Decimal
 
 import pytest
 
-from billing.models import CreditNote, Invoice, SlaCredit, SlaCreditRule
+from billing.models import CreditNote, Invoice, LedgerEntry, SlaCredit, SlaCreditRule
 from billing.services import sla
 from billing.services.corrections import usage_corrections_apply
 from billing.services.credit_notes import credit_note_create
@@ -10,7 +10,6 @@ from billing.services.invoicing import invoices_draft, invoices_finalize_due
 from billing.services.metering import meter_usage
 from billing.services.sla import sla_credits_issue
 from billing.tasks import finalize_invoices_task
-from marketplace.models import LedgerEntry
 from tests.billing.conftest import MARCH, at, displace, incident_record, reserve
 
 AFTER_GRACE = at(3, 1, month=4)

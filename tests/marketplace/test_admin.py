@@ -9,13 +9,13 @@ import pytest
 import time_machine
 from django.test import Client
 
+from billing.models import LedgerEntry
 from capacity.models import PoolHour
 from marketplace.models import (
     ApiKey,
     CancellationRule,
     CommitmentDiscount,
     IdempotencyRecord,
-    LedgerEntry,
     Reservation,
     Tenant,
 )
@@ -201,9 +201,10 @@ def test_every_marketplace_admin_page_shows_its_objects(admin, one_of_each, mode
     obj = one_of_each[model]
     name = obj._meta.verbose_name
     shown_in_list, shown_on_page = pages(model, one_of_each)
+    app = obj._meta.app_label  # the money ledger is billing's
 
-    changelist = admin.get(f"/admin/marketplace/{model}/")
-    change = admin.get(f"/admin/marketplace/{model}/{obj.pk}/change/")
+    changelist = admin.get(f"/admin/{app}/{model}/")
+    change = admin.get(f"/admin/{app}/{model}/{obj.pk}/change/")
 
     assert headings(changelist)["h1"] == f"Select {name} to {verb}"
     assert rows(changelist) == shown_in_list
@@ -248,13 +249,14 @@ def test_every_marketplace_admin_page_shows_its_objects(admin, one_of_each, mode
     ],
 )
 def test_the_editable_models_have_an_add_form(admin, model, fields):
-    response = admin.get(f"/admin/marketplace/{model}/add/")
+    app = "billing" if model == "ledgerentry" else "marketplace"
+    response = admin.get(f"/admin/{app}/{model}/add/")
     assert headings(response)["h1"] == f"Add {response.context['opts'].verbose_name}"
     assert form_values(response) == fields
 
 
 def test_an_operator_may_only_post_top_ups_and_adjustments(admin):
-    response = admin.get("/admin/marketplace/ledgerentry/add/")
+    response = admin.get("/admin/billing/ledgerentry/add/")
     assert options(response, "kind") == ["Prepaid top-up", "Adjustment"]
 
 
@@ -424,7 +426,7 @@ def posting(tenant, **fields) -> dict:
 
 def test_an_operator_tops_up_an_account_through_the_service(admin, frozen_now, tenant):
     # when an operator posts a top-up of 500
-    response = admin.post("/admin/marketplace/ledgerentry/add/", posting(tenant, memo="wire"))
+    response = admin.post("/admin/billing/ledgerentry/add/", posting(tenant, memo="wire"))
     # then the ledger has it in the tenant's currency and the tenant may spend 500 more
     assert response.status_code == 302
     entry = LedgerEntry.objects.get()
@@ -440,7 +442,7 @@ def test_an_operator_tops_up_an_account_through_the_service(admin, frozen_now, t
 
 def test_an_operator_posts_a_negative_adjustment(admin, tenant):
     response = admin.post(
-        "/admin/marketplace/ledgerentry/add/",
+        "/admin/billing/ledgerentry/add/",
         posting(tenant, kind="adjustment", amount="-20.00", reference="ADJ-1"),
     )
     assert response.status_code == 302
@@ -459,7 +461,7 @@ def test_an_operator_posts_a_negative_adjustment(admin, tenant):
     ],
 )
 def test_a_posting_the_service_refuses_is_shown_on_the_form(admin, tenant, fields, error):
-    response = admin.post("/admin/marketplace/ledgerentry/add/", posting(tenant, **fields))
+    response = admin.post("/admin/billing/ledgerentry/add/", posting(tenant, **fields))
     assert response.status_code == 200
     form = response.context["adminform"].form
     assert [str(message) for errors in form.errors.values() for message in errors] == [error]
@@ -467,16 +469,16 @@ def test_a_posting_the_service_refuses_is_shown_on_the_form(admin, tenant, field
 
 
 def test_a_reference_is_posted_only_once(admin, tenant):
-    admin.post("/admin/marketplace/ledgerentry/add/", posting(tenant))
-    response = admin.post("/admin/marketplace/ledgerentry/add/", posting(tenant, amount="7.00"))
+    admin.post("/admin/billing/ledgerentry/add/", posting(tenant))
+    response = admin.post("/admin/billing/ledgerentry/add/", posting(tenant, amount="7.00"))
     assert response.status_code == 200
     assert LedgerEntry.objects.count() == 1
 
 
 def test_ledger_entries_cannot_be_changed_or_deleted(admin, one_of_each):
     entry = one_of_each["ledgerentry"]
-    change = admin.post(f"/admin/marketplace/ledgerentry/{entry.pk}/change/", {"amount": "1.00"})
-    delete = admin.post(f"/admin/marketplace/ledgerentry/{entry.pk}/delete/", {"post": "yes"})
+    change = admin.post(f"/admin/billing/ledgerentry/{entry.pk}/change/", {"amount": "1.00"})
+    delete = admin.post(f"/admin/billing/ledgerentry/{entry.pk}/delete/", {"post": "yes"})
     assert (change.status_code, delete.status_code) == (403, 403)
     entry.refresh_from_db()
     assert entry.amount == Decimal("100.00")

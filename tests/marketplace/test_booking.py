@@ -11,11 +11,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from billing import credit
 from capacity.errors import CapacityInUse, InsufficientCapacity, InvalidWindow
 from capacity.models import CapacityPool, Incident, PoolHour
 from capacity.services import incident_close, incident_open, pool_update
 from core.timeutils import HOUR
-from marketplace import selectors
 from marketplace.errors import (
     CreditLimitExceeded,
     IdempotencyKeyReused,
@@ -465,7 +465,7 @@ def test_a_booking_is_refused_when_it_costs_more_than_the_credit_left(tenant_wit
     assert first.total_price == Decimal("96.00")
     assert error.value.code == "credit_limit_exceeded"
     assert error.value.extra == {"available_credit": "4.00", "amount": "24.00"}
-    assert selectors.credit_available(tenant=tenant) == Decimal("4.00")
+    assert credit.credit_available(tenant=tenant) == Decimal("4.00")
     assert booked(pool) == [8, 8, 8, 8]
     assert ledger_violations() == []
 
@@ -479,7 +479,7 @@ def test_cancelling_with_notice_gives_the_credit_back(tenant_with_100_credit, po
     cancel(tenant, reservation)
 
     # then all 100.00 is available again
-    assert selectors.credit_available(tenant=tenant) == Decimal("100.00")
+    assert credit.credit_available(tenant=tenant) == Decimal("100.00")
 
 
 def test_cancelling_late_gives_the_credit_back_minus_the_fee(tenant_with_100_credit, pool):
@@ -491,20 +491,20 @@ def test_cancelling_late_gives_the_credit_back_minus_the_fee(tenant_with_100_cre
     cancel(tenant, reservation, now=at(7))
 
     # then 100.00 - 48.00 is available
-    assert selectors.credit_available(tenant=tenant) == Decimal("52.00")
+    assert credit.credit_available(tenant=tenant) == Decimal("52.00")
 
 
 def test_a_held_quote_counts_against_credit_until_it_expires(tenant_with_100_credit, pool):
     tenant = tenant_with_100_credit
     # given a quote of 96.00 held against 100.00 of credit
     hold(tenant, booking(gpus=8, start=at(9), hours=4))
-    assert selectors.credit_available(tenant=tenant) == Decimal("4.00")
+    assert credit.credit_available(tenant=tenant) == Decimal("4.00")
 
     # when the hold lapses and is swept
     svc.holds_expire(now=NOW + timedelta(minutes=10))
 
     # then the credit is back
-    assert selectors.credit_available(tenant=tenant) == Decimal("100.00")
+    assert credit.credit_available(tenant=tenant) == Decimal("100.00")
 
 
 # --- prices ------------------------------------------------------------------------------------

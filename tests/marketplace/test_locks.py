@@ -13,16 +13,17 @@ from decimal import Decimal
 import pytest
 from django.db import transaction
 
+from billing import credit
 from billing import locks as billing_locks
+from billing.models import LedgerEntry
+from billing.services import accounts
 from capacity import locks as capacity_locks
 from capacity.errors import InsufficientCapacity
 from capacity.models import CapacityPool, PoolHour
 from capacity.selectors import capacity_for_hours
 from core.timeutils import HOUR, hour_range
-from marketplace import selectors
 from marketplace.errors import CreditLimitExceeded
-from marketplace.models import LedgerEntry, Reservation, Tenant
-from marketplace.services import accounts
+from marketplace.models import Reservation, Tenant
 from marketplace.services import booking as svc
 from tests.factories import CapacityPoolFactory, TenantFactory
 from tests.locking import Worker, wait_until_blocked
@@ -94,7 +95,7 @@ def test_a_booking_waits_for_the_tenant_lock_and_sees_the_credit_spent_meanwhile
     # then it waited for the tenant, saw the credit spent and was refused
     assert second_booking.join() == NO_CREDIT
     assert Reservation.objects.get().pool == first
-    assert selectors.credit_available(tenant=acme) == Decimal("4.00")
+    assert credit.credit_available(tenant=acme) == Decimal("4.00")
 
 
 def test_a_booking_waits_for_billing_posting_an_invoice_to_the_tenant():
@@ -158,7 +159,7 @@ def test_16_bookings_of_one_tenant_racing_for_its_last_credit_on_16_pools_book_o
     # then one booking passed the credit check and 15 were refused
     assert tally(outcomes) == {BOOKED: 1, NO_CREDIT: 15}
     assert Reservation.objects.count() == 1
-    assert selectors.credit_available(tenant=acme) == Decimal("54.00")
+    assert credit.credit_available(tenant=acme) == Decimal("54.00")
 
 
 def test_a_booking_of_hours_that_have_ledger_rows_does_not_wait_for_the_pool_lock():

@@ -9,11 +9,13 @@ from decimal import Decimal
 
 import pytest
 
+from billing import credit
+from billing.models import LedgerEntry
+from billing.services import accounts
 from core.timeutils import HOUR
 from marketplace import selectors
 from marketplace.errors import CreditLimitExceeded, QuotaExceeded
-from marketplace.models import LedgerEntry, Reservation, Tenant
-from marketplace.services import accounts
+from marketplace.models import Reservation, Tenant
 from marketplace.services import booking as svc
 from tests.factories import CapacityPoolFactory, TenantFactory
 from tests.marketplace.conftest import MONDAY_9, NOW, booking
@@ -102,7 +104,7 @@ def test_an_extension_is_checked_against_the_tenants_own_gpu_quota(pool, globex)
 def test_the_credit_check_counts_only_the_tenants_own_bookings_and_ledger(pool, globex):
     # given Acme with 100.00 of credit, while Globex owes 500.00 and has 1,152.00 booked
     acme = TenantFactory(name="Acme", credit_limit=Decimal("100.00"))
-    assert selectors.credit_available(tenant=acme) == Decimal("100.00")
+    assert credit.credit_available(tenant=acme) == Decimal("100.00")
 
     # when Acme books 96.00 (8 GPUs x 4 h x 3.00), then one GPU-hour's worth more than is left
     mine = book(acme, booking(gpus=8, hours=4))
@@ -112,11 +114,11 @@ def test_the_credit_check_counts_only_the_tenants_own_bookings_and_ledger(pool, 
     # then Acme's credit is its limit minus its own booking, whatever Globex owes or books
     assert mine.total_price == Decimal("96.00")
     assert error.value.extra == {"available_credit": "4.00", "amount": "24.00"}
-    assert selectors.credit_available(tenant=acme) == Decimal("4.00")
-    assert selectors.ledger_balance(tenant=acme) == Decimal("0.00")
-    assert selectors.uninvoiced_commitments(tenant=acme) == Decimal("96.00")
-    assert selectors.ledger_balance(tenant=globex) == Decimal("-500.00")
-    assert selectors.uninvoiced_commitments(tenant=globex) == Decimal("1152.00")
+    assert credit.credit_available(tenant=acme) == Decimal("4.00")
+    assert credit.ledger_balance(tenant=acme) == Decimal("0.00")
+    assert credit.uninvoiced_commitments(tenant=acme) == Decimal("96.00")
+    assert credit.ledger_balance(tenant=globex) == Decimal("-500.00")
+    assert credit.uninvoiced_commitments(tenant=globex) == Decimal("1152.00")
 
 
 def test_a_top_up_raises_only_its_own_tenants_credit(pool, globex):
@@ -127,8 +129,8 @@ def test_a_top_up_raises_only_its_own_tenants_credit(pool, globex):
     accounts.top_up_create(tenant=globex, amount=Decimal("1000.00"), reference="wire-g")
 
     # then Acme still has 100.00, and Globex's ledger moved
-    assert selectors.credit_available(tenant=acme) == Decimal("100.00")
-    assert selectors.ledger_balance(tenant=globex) == Decimal("500.00")
+    assert credit.credit_available(tenant=acme) == Decimal("100.00")
+    assert credit.ledger_balance(tenant=globex) == Decimal("500.00")
 
 
 def test_an_extension_past_the_credit_limit_is_refused_and_changes_nothing(pool, globex):
@@ -150,12 +152,12 @@ def test_an_extension_past_the_credit_limit_is_refused_and_changes_nothing(pool,
         Decimal("72.00"),
     )
     assert list(pool.hours.order_by("hour").values_list("hour", "booked")) == booked_before
-    assert selectors.credit_available(tenant=acme) == Decimal("28.00")
+    assert credit.credit_available(tenant=acme) == Decimal("28.00")
     assert ledger_violations() == []
 
     # and one hour more (24.00) still fits
     extended = extend(acme, mine, hours=1)
-    assert (extended.total_price, selectors.credit_available(tenant=acme)) == (
+    assert (extended.total_price, credit.credit_available(tenant=acme)) == (
         Decimal("96.00"),
         Decimal("4.00"),
     )

@@ -1,9 +1,9 @@
 """The tenant's money account: the only writes to ``LedgerEntry`` and to
 ``Reservation.invoiced_amount``.
 
-Billing (which marketplace never imports) posts invoice charges, credit notes, payments and
-top-ups through these functions. Every posting is idempotent on (tenant, kind, reference) —
-the ledger's unique constraint — so a retried job can never post twice."""
+Invoicing, credit notes, payments and top-ups post through these functions. Every posting is
+idempotent on (tenant, kind, reference) — the ledger's unique constraint — so a retried job can
+never post twice."""
 
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -15,9 +15,10 @@ from django.db import transaction
 from django.db.models import Case, F, Value, When
 from django.db.models.functions import Least
 
+from billing.models import LedgerEntry
 from core.errors import Conflict, InvalidInput
 from core.money import round_money
-from marketplace.models import LedgerEntry, Reservation, Tenant
+from marketplace.models import Reservation, Tenant
 
 
 class LedgerReferenceReused(Conflict):
