@@ -273,6 +273,11 @@ class Invoice(ImmutableAfterIssue):
     )
     built_at = models.DateTimeField(null=True, blank=True)
     finalized_at = models.DateTimeField(null=True, blank=True)
+    due_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Payment is due by then: issued + the tenant's payment terms.",
+    )
     paid_at = models.DateTimeField(null=True, blank=True)
     voided_at = models.DateTimeField(null=True, blank=True)
     void_reason = models.CharField(max_length=500, blank=True)
@@ -409,15 +414,22 @@ class CreditNote(ImmutableAfterIssue):
 
 
 class Payment(ImmutableAfterIssue):
-    """Money received against an invoice, recorded by an operator (no card gateway).
-    ``reference`` is the bank transfer's reference: unique per tenant, so recording the same
-    transfer twice changes nothing."""
+    """Money received against an invoice, recorded by an operator (no card gateway), or
+    prepaid credit applied to it: a top-up settles unpaid invoices oldest first.
+    ``reference`` is the bank transfer's reference (or the top-up's and the invoice's): unique
+    per tenant, so recording the same transfer twice changes nothing. Only a transfer posts to
+    the ledger; prepaid credit is already there, as the top-up."""
+
+    class Method(models.TextChoices):
+        TRANSFER = "transfer", "Bank transfer"
+        PREPAID_CREDIT = "prepaid_credit", "Prepaid credit applied"
 
     invoice = models.ForeignKey(Invoice, on_delete=models.PROTECT, related_name="payments")
     tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="payments")
     amount = models.DecimalField(max_digits=14, decimal_places=2)
     currency = models.CharField(max_length=3, choices=CURRENCY_CHOICES)
     reference = models.CharField(max_length=200)
+    method = models.CharField(max_length=20, choices=Method.choices, default=Method.TRANSFER)
     received_at = models.DateTimeField()
     recorded_by = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -427,6 +439,10 @@ class Payment(ImmutableAfterIssue):
         constraints = [
             models.UniqueConstraint(fields=["tenant", "reference"], name="payment_unique_ref"),
             models.CheckConstraint(condition=Q(amount__gt=0), name="payment_amount_positive"),
+            models.CheckConstraint(
+                condition=Q(method__in=["transfer", "prepaid_credit"]),
+                name="payment_method_valid",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -538,6 +554,31 @@ class UsageCorrection(models.Model):
 
     def __str__(self) -> str:
         return f"displacement {self.displacement_id}: {self.usage_removed} usage rows"
+
+
+class FxRate(models.Model):
+    """What one unit of ``currency`` is worth in the reporting currency (setting
+    REPORTING_CURRENCY) from ``effective_from`` on, kept by operators. Reports convert each
+    amount at the rate in force on its date and say which rates they used."""
+
+    currency = models.CharField(max_length=3, choices=CURRENCY_CHOICES)
+    effective_from = models.DateField()
+    rate = models.DecimalField(
+        max_digits=18, decimal_places=8, help_text="Reporting-currency units per unit."
+    )
+    source = models.CharField(max_length=200, blank=True, help_text="e.g. ECB reference rate.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["currency", "-effective_from"]
+        verbose_name = "FX rate"
+        constraints = [
+            models.UniqueConstraint(fields=["currency", "effective_from"], name="fx_rate_unique"),
+            models.CheckConstraint(condition=Q(rate__gt=0), name="fx_rate_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"1 {self.currency} = {self.rate} from {self.effective_from}"
 
 
 class TenantAccount(Tenant):

@@ -198,6 +198,29 @@ class CapacityPool(models.Model):
         return self.price_per_gpu_hour - self.cost_per_gpu_hour
 
 
+class PoolCostRate(models.Model):
+    """What we pay the provider per GPU-hour from ``effective_from`` on (in the pool's
+    currency): the cost of an hour is the rate in force at that hour, whenever it is metered.
+    ``CapacityPool.cost_per_gpu_hour`` is the rate in force now; changing it through
+    ``pool_update`` adds a row from the hour in progress on."""
+
+    pool = models.ForeignKey(CapacityPool, on_delete=models.CASCADE, related_name="cost_rates")
+    effective_from = models.DateTimeField()
+    cost_per_gpu_hour = models.DecimalField(max_digits=12, decimal_places=4)
+
+    class Meta:
+        ordering = ["pool", "-effective_from"]
+        constraints = [
+            models.UniqueConstraint(fields=["pool", "effective_from"], name="cost_rate_unique"),
+            models.CheckConstraint(
+                condition=Q(cost_per_gpu_hour__gte=0), name="cost_rate_nonnegative"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.pool_id} from {self.effective_from:%Y-%m-%d %H:%M}: {self.cost_per_gpu_hour}"
+
+
 class Incident(models.Model):
     """GPUs of a pool out of service for whole UTC hours: a failure, a recall of backup capacity,
     a provider taking servers back, or planned maintenance.

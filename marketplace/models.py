@@ -58,6 +58,9 @@ class Tenant(models.Model):
         blank=True,
         help_text="balance.low is sent when available credit falls below this; empty: never.",
     )
+    payment_terms_days = models.PositiveSmallIntegerField(
+        default=30, help_text="Invoices are due this many days after they are issued (net 30)."
+    )
     low_balance_alerted = models.BooleanField(
         default=False,
         help_text="balance.low was sent and credit has not recovered above the threshold since.",
@@ -124,6 +127,29 @@ class ApiKey(models.Model):
     @property
     def is_revoked(self) -> bool:
         return self.revoked_at is not None
+
+
+class PoolPrice(models.Model):
+    """The price book: a pool's list price per GPU-hour in one currency (a pool may be sold in
+    several, as a payment platform keeps one price per currency). A tenant is offered only the
+    pools priced in its own currency."""
+
+    pool = models.ForeignKey(CapacityPool, on_delete=models.CASCADE, related_name="prices")
+    currency = models.CharField(max_length=3, choices=CURRENCY_CHOICES)
+    price_per_gpu_hour = models.DecimalField(max_digits=12, decimal_places=4)
+
+    class Meta:
+        ordering = ["pool", "currency"]
+        verbose_name = "pool price"
+        constraints = [
+            models.UniqueConstraint(fields=["pool", "currency"], name="pool_price_unique"),
+            models.CheckConstraint(
+                condition=Q(price_per_gpu_hour__gte=0), name="pool_price_nonnegative_list"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.pool_id}: {self.price_per_gpu_hour} {self.currency}"
 
 
 class CommitmentDiscount(models.Model):
@@ -226,6 +252,18 @@ class Reservation(models.Model):
         default=dict,
         blank=True,
         help_text="What the request allowed beyond the GPU model: region, provider, tier, pool.",
+    )
+    commitment_percent = models.DecimalField(
+        max_digits=5,
+        decimal_places=2,
+        default=Decimal("0.00"),
+        help_text="The commitment discount in force at booking (part of unit_price).",
+    )
+    cancellation_terms = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="The cancellation schedule in force at booking: "
+        '[{"min_notice_hours": 24, "fee_percent": "0.00"}, ...], largest notice first.',
     )
 
     class Meta:

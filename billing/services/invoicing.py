@@ -451,6 +451,7 @@ def invoices_finalize(*, invoice_ids: Sequence[int], now: datetime | None = None
         invoice.status = Invoice.Status.PAID if fully_prepaid else Invoice.Status.FINALIZED
         invoice.number = number
         invoice.finalized_at = now
+        invoice.due_at = now + timedelta(days=tenants[invoice.tenant_id].payment_terms_days)
         invoice.paid_at = now if fully_prepaid else None
         if invoice.total:
             postings.append(
@@ -463,7 +464,9 @@ def invoices_finalize(*, invoice_ids: Sequence[int], now: datetime | None = None
                     memo=f"Invoice {number} for {invoice.period_start:%B %Y}",
                 )
             )
-    bulk_set(issuing, ["status", "number", "finalized_at", "paid_at", "prepaid_applied"])
+    bulk_set(
+        issuing, ["status", "number", "finalized_at", "due_at", "paid_at", "prepaid_applied"]
+    )
     accounts.ledger_post_many(postings=postings)
     period_ends = {invoice.pk: invoice.period_end for invoice in issuing}
     accounts.reservations_mark_invoiced(
