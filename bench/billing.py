@@ -77,6 +77,7 @@ def generate(tenants: int, hours: int) -> None:
     from django.db import connection
 
     from capacity.models import CapacityPool, GpuModel, Provider, Region
+    from marketplace.models import PoolPrice
 
     h100 = GpuModel.objects.create(slug="h100", vendor="nvidia", name="H100", memory_gb=80)
     for i in range(POOLS):
@@ -86,7 +87,7 @@ def generate(tenants: int, hours: int) -> None:
         region, _ = Region.objects.get_or_create(
             provider=provider, code=f"r-{i % 2}", defaults={"name": f"R{i % 2}", "country": "US"}
         )
-        CapacityPool.objects.create(
+        pool = CapacityPool.objects.create(
             slug=f"pool-{i:02d}",
             region=region,
             gpu_model=h100,
@@ -95,8 +96,10 @@ def generate(tenants: int, hours: int) -> None:
             available_from=datetime(2026, 1, 1, tzinfo=UTC),
             available_until=datetime(2027, 1, 1, tzinfo=UTC),
             cost_per_gpu_hour=Decimal("1.7000") + Decimal(i) / 100,
-            price_per_gpu_hour=Decimal("2.4500") + Decimal(i) / 100,
             tier="backup" if i % 4 == 3 else "primary",
+        )
+        PoolPrice.objects.create(
+            pool=pool, currency="USD", price_per_gpu_hour=Decimal("2.4500") + Decimal(i) / 100
         )
     with connection.cursor() as cursor:
         cursor.execute(
@@ -116,8 +119,9 @@ def generate(tenants: int, hours: int) -> None:
         cursor.execute(
             """
             WITH pools AS (
-                SELECT id, price_per_gpu_hour, row_number() OVER (ORDER BY id) - 1 AS n
-                FROM capacity_capacitypool
+                SELECT p.id, pp.price_per_gpu_hour, row_number() OVER (ORDER BY p.id) - 1 AS n
+                FROM capacity_capacitypool p
+                JOIN marketplace_poolprice pp ON pp.pool_id = p.id AND pp.currency = 'USD'
             ), picked AS (
                 SELECT t.id AS tenant_id, p.id AS pool_id, p.price_per_gpu_hour AS list_price,
                        round(p.price_per_gpu_hour * (1 - (t.id %% 4) * 0.05), 4) AS unit_price,

@@ -94,7 +94,7 @@ def seed(scenario: Scenario, clients: int) -> tuple[list[int], list[str]]:
 
     from capacity.models import CapacityPool, GpuModel, Provider, Region
     from core.timeutils import utcnow
-    from marketplace.models import Tenant
+    from marketplace.models import PoolPrice, Tenant
 
     with connection.cursor() as cursor:
         # CASCADE empties everything that refers to them: reservations, ledger, keys, invoices.
@@ -119,10 +119,12 @@ def seed(scenario: Scenario, clients: int) -> tuple[list[int], list[str]]:
                 available_from=now - timedelta(days=1),
                 available_until=now + timedelta(days=400),
                 cost_per_gpu_hour=Decimal("2.0000"),
-                price_per_gpu_hour=Decimal("3.0000"),
             )
             for i in range(scenario.pools)
         ]
+    )
+    PoolPrice.objects.bulk_create(
+        PoolPrice(pool=pool, currency="USD", price_per_gpu_hour=Decimal("3.0000")) for pool in pools
     )
     tenants = Tenant.objects.bulk_create(
         [

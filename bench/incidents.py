@@ -39,7 +39,7 @@ def seed(reservations: int, spare_share: float):
 
     from capacity.models import CapacityPool, GpuModel, Provider, Region
     from core.timeutils import HOUR, floor_hour, utcnow
-    from marketplace.models import Tenant
+    from marketplace.models import PoolPrice, Tenant
     from marketplace.services.booking import BookingRequest, reservation_create
 
     with connection.cursor() as cursor:
@@ -61,7 +61,7 @@ def seed(reservations: int, spare_share: float):
     spare_nodes = max(1, int(peak_nodes * spare_share / 3))
 
     def pool(slug: str, region, nodes: int, price: str) -> CapacityPool:
-        return CapacityPool.objects.create(
+        created = CapacityPool.objects.create(
             slug=slug,
             region=region,
             gpu_model=gpu,
@@ -70,8 +70,9 @@ def seed(reservations: int, spare_share: float):
             available_from=now - timedelta(days=1),
             available_until=now + timedelta(days=30),
             cost_per_gpu_hour=Decimal("2.0000"),
-            price_per_gpu_hour=Decimal(price),
         )
+        PoolPrice.objects.create(pool=created, currency="USD", price_per_gpu_hour=Decimal(price))
+        return created
 
     failing = pool("failing", home, peak_nodes, "3.0000")
     spares = [

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.db.models import DecimalField, OuterRef, QuerySet, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
@@ -20,6 +21,7 @@ from billing.credit import CreditFigures, credit_figures
 from billing.models import (
     Charge,
     CreditNote,
+    FxRate,
     Invoice,
     InvoiceLine,
     LedgerEntry,
@@ -98,8 +100,24 @@ class CreditNoteInline(ReadOnlyMixin, admin.TabularInline):
 class PaymentInline(ReadOnlyMixin, admin.TabularInline):
     model = Payment
     extra = 0
-    fields = ["received_at", "reference", "amount", "recorded_by"]
+    fields = ["received_at", "method", "reference", "amount", "recorded_by"]
     readonly_fields = fields
+
+
+class OverdueFilter(admin.SimpleListFilter):
+    """Finalized invoices past their due date with something still due (``overdue``, annotated
+    by ``selectors.with_settlement``)."""
+
+    title = "overdue"
+    parameter_name = "overdue"
+
+    def lookups(self, request: HttpRequest, model_admin) -> list[tuple[str, str]]:
+        return [("yes", "Overdue"), ("no", "Not overdue")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Invoice]) -> QuerySet[Invoice]:
+        if self.value() in ("yes", "no"):
+            return queryset.filter(overdue=self.value() == "yes")
+        return queryset
 
 
 @admin.register(Invoice)
@@ -116,8 +134,10 @@ class InvoiceAdmin(ReadOnlyMixin, admin.ModelAdmin):
         "total",
         "amount_due",
         "finalized_at",
+        "due_at",
+        "overdue",
     ]
-    list_filter = ["status", "currency", "period_start"]
+    list_filter = ["status", OverdueFilter, "currency", "period_start"]
     search_fields = ["number", "tenant__name", "tenant__slug"]
     list_select_related = ["tenant"]
     show_full_result_count = False
@@ -139,6 +159,7 @@ class InvoiceAdmin(ReadOnlyMixin, admin.ModelAdmin):
                     "amount_paid",
                     "amount_credited",
                     "amount_due",
+                    "overdue",
                 ]
             },
         ),
@@ -148,6 +169,7 @@ class InvoiceAdmin(ReadOnlyMixin, admin.ModelAdmin):
                 "fields": [
                     "built_at",
                     "finalized_at",
+                    "due_at",
                     "paid_at",
                     "voided_at",
                     "void_reason",
@@ -172,6 +194,10 @@ class InvoiceAdmin(ReadOnlyMixin, admin.ModelAdmin):
     @admin.display(description="Due", ordering="amount_due")
     def amount_due(self, obj: Invoice) -> Decimal | str:
         return obj.amount_due if obj.is_issued else "-"
+
+    @admin.display(description="Overdue", boolean=True, ordering="overdue")
+    def overdue(self, obj: Invoice) -> bool:
+        return obj.overdue
 
     def has_issue_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("billing.change_invoice")
@@ -223,11 +249,21 @@ class PaymentForm(forms.ModelForm):
 
 @admin.register(Payment)
 class PaymentAdmin(ServiceAddMixin, admin.ModelAdmin):
-    """Record a bank transfer against a finalized invoice; it is paid when nothing is due."""
+    """Record a bank transfer against a finalized invoice; it is paid when nothing is due.
+    Prepaid credit a top-up applied to invoices is listed here too (method "Prepaid credit
+    applied"), recorded by the top-up itself."""
 
     form = PaymentForm
-    list_display = ["received_at", "invoice", "tenant", "amount", "currency", "reference"]
-    list_filter = ["currency"]
+    list_display = [
+        "received_at",
+        "invoice",
+        "tenant",
+        "method",
+        "amount",
+        "currency",
+        "reference",
+    ]
+    list_filter = ["method", "currency"]
     search_fields = ["reference", "invoice__number", "tenant__name"]
     list_select_related = ["invoice", "tenant"]
     raw_id_fields = ["invoice"]
@@ -423,7 +459,12 @@ class LedgerEntryInline(ReadOnlyMixin, admin.TabularInline):
 
 
 class TopUpForm(forms.Form):
-    amount = forms.DecimalField(max_digits=14, decimal_places=2, min_value=Decimal("0.01"))
+    amount = forms.DecimalField(
+        max_digits=14,
+        decimal_places=2,
+        min_value=Decimal("0.01"),
+        help_text="Settles the tenant's unpaid invoices, oldest due first; the rest is credit.",
+    )
     reference = forms.CharField(
         max_length=200, help_text="The bank transfer's reference: recording it twice is harmless."
     )
@@ -535,8 +576,9 @@ class LedgerEntryAdmin(ReadOnlyMixin, admin.ModelAdmin):
 @admin.register(TenantAccount)
 class TenantAccountAdmin(ReadOnlyMixin, admin.ModelAdmin):
     """Each tenant's money: ledger balance (prepaid credit when positive), what reservations
-    still owe outside invoices, and the credit the booking check sees. Top-ups are added with
-    the action; the ledger is shown below each account."""
+    still owe outside invoices, the credit the booking check sees, and what is overdue on
+    invoices in its currency. Top-ups are added with the action (they settle unpaid invoices,
+    oldest due first); the ledger is shown below each account."""
 
     list_display = [
         "name",
@@ -545,10 +587,11 @@ class TenantAccountAdmin(ReadOnlyMixin, admin.ModelAdmin):
         "ledger_balance",
         "uninvoiced",
         "credit_available",
+        "overdue",
     ]
     search_fields = ["name", "slug"]
     list_filter = ["currency", "status"]
-    fields = ["name", "currency", "credit_limit", "ledger_balance", "uninvoiced"]
+    fields = ["name", "currency", "credit_limit", "ledger_balance", "uninvoiced", "overdue"]
     readonly_fields = fields
     inlines = [LedgerEntryInline]
     actions = ["top_up"]
@@ -571,6 +614,10 @@ class TenantAccountAdmin(ReadOnlyMixin, admin.ModelAdmin):
     @admin.display(description="Credit available (before tax)")
     def credit_available(self, obj: TenantAccount) -> Decimal:
         return self._figures(obj).credit_available
+
+    @admin.display(description="Overdue invoices")
+    def overdue(self, obj: TenantAccount) -> Decimal:
+        return selectors.overdue_amount(tenant=obj, currency=obj.currency)
 
     def has_top_up_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("billing.add_ledgerentry")
@@ -620,9 +667,9 @@ def _month(value: str | None, default: datetime) -> datetime:
 
 @admin.register(RevenueReport)
 class RevenueReportAdmin(ReadOnlyMixin, admin.ModelAdmin):
-    """The operator reports page (revenue, margin, utilisation, backup share) with a CSV
-    download per report; ``?from=YYYY-MM&to=YYYY-MM`` picks the months (default: the last
-    three)."""
+    """The operator reports page (margin per provider and per pool, utilisation, backup share)
+    with a CSV download per report; ``?from=YYYY-MM&to=YYYY-MM`` picks the months (default:
+    the last three). The margin reports are in REPORTING_CURRENCY and name the FX rates used."""
 
     def get_urls(self):
         info = self.model._meta.app_label, self.model._meta.model_name
@@ -660,6 +707,7 @@ class RevenueReportAdmin(ReadOnlyMixin, admin.ModelAdmin):
                 "from": f"{start:%Y-%m}",
                 "to": f"{last:%Y-%m}",
                 "query": request.GET.urlencode(),
+                "reporting_currency": settings.REPORTING_CURRENCY,
             },
         )
 
@@ -679,3 +727,37 @@ def _months_back(month: datetime, count: int) -> datetime:
     for _ in range(count):
         month = invoicing.month_start(month - timedelta(days=1))
     return month
+
+
+# --- FX rates ----------------------------------------------------------------------------------
+
+
+class FxRateForm(forms.ModelForm):
+    class Meta:
+        model = FxRate
+        fields = ["currency", "effective_from", "rate", "source"]
+
+    def clean_currency(self) -> str:
+        currency = self.cleaned_data["currency"]
+        if currency == settings.REPORTING_CURRENCY:
+            raise forms.ValidationError(
+                f"{currency} is the reporting currency: its rate is always 1."
+            )
+        return currency
+
+
+@admin.register(FxRate)
+class FxRateAdmin(admin.ModelAdmin):
+    """The FX table the reports convert with: what one unit of a currency is worth in the
+    reporting currency (REPORTING_CURRENCY) from a date on, until the next row of that
+    currency. A report names the rates it used, and an amount dated before a currency's first
+    rate is reported as missing a rate, never converted at a guess. The database constraints
+    (rate above zero, one rate per currency and date) are checked by the form."""
+
+    form = FxRateForm
+    list_display = ["currency", "effective_from", "rate", "source", "created_at"]
+    list_editable = ["rate", "source"]
+    list_filter = ["currency"]
+    search_fields = ["currency", "source"]
+    ordering = ["-effective_from", "currency"]
+    date_hierarchy = "effective_from"

@@ -25,7 +25,16 @@ class PaymentExceedsDue(Conflict):
 
 class PeriodNotEnded(Conflict):
     code = "period_not_ended"
-    default_detail = "The invoice's month has not ended yet."
+    default_detail = (
+        "The invoice's month has not ended, or is still in its grace period "
+        "(BILLING_GRACE_DAYS after its end)."
+    )
+
+
+class UntilInFuture(ApplicationError):
+    code = "until_in_future"
+    status_code = 400
+    default_detail = "Usage is metered up to now at the latest, never into the future."
 
 
 class InvalidAmount(ApplicationError):

@@ -4,21 +4,28 @@ the billing runs."""
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 from django.db.models import (
+    BooleanField,
+    Case,
     Count,
     DecimalField,
+    Exists,
     F,
     OuterRef,
+    Q,
     QuerySet,
     Subquery,
     Sum,
     Value,
+    When,
 )
 from django.db.models.functions import Coalesce, Greatest, TruncDate
 
 from billing.credit import credit_figures
 from billing.models import Charge, CreditNote, Invoice, LedgerEntry, Payment, UsageRecord
+from core.timeutils import utcnow
 from marketplace.models import Tenant
 
 ZERO = Decimal("0.00")
@@ -30,7 +37,7 @@ def _sum(queryset: QuerySet, field: str) -> Decimal:
     ]
 
 
-def _summed(model: type, field: str = "amount") -> Coalesce:
+def _summed(model: Any, field: str = "amount") -> Coalesce:
     per_invoice = (
         model.objects.filter(invoice=OuterRef("pk"))
         .order_by()
@@ -41,16 +48,33 @@ def _summed(model: type, field: str = "amount") -> Coalesce:
     return Coalesce(Subquery(per_invoice), Value(ZERO), output_field=DecimalField())
 
 
-def with_settlement(invoices: QuerySet[Invoice]) -> QuerySet[Invoice]:
-    """Annotate ``amount_paid``, ``amount_credited`` and ``amount_due`` (total - prepaid
-    credit applied - payments - credit notes, never negative), in SQL."""
-    return invoices.annotate(
-        amount_paid=_summed(Payment), amount_credited=_summed(CreditNote)
-    ).annotate(
-        amount_due=Greatest(
-            Value(ZERO),
-            F("total") - F("prepaid_applied") - F("amount_paid") - F("amount_credited"),
-            output_field=DecimalField(),
+def overdue_q(now: datetime) -> Q:
+    """Overdue at ``now``: finalized, something still due, and past its due date. Needs the
+    ``amount_due`` annotation (``with_settlement``)."""
+    return Q(status=Invoice.Status.FINALIZED, amount_due__gt=0, due_at__lt=now)
+
+
+def with_settlement(invoices: QuerySet[Invoice], *, now: datetime | None = None) -> QuerySet[Any]:
+    """Annotate ``amount_paid`` (transfers and prepaid credit applied after finalization),
+    ``amount_credited``, ``amount_due`` (total - prepaid credit applied at finalization -
+    payments - credit notes, never negative) and ``overdue`` (at ``now``, default the
+    current time), in SQL."""
+    now = now or utcnow()
+    return (
+        invoices.annotate(amount_paid=_summed(Payment), amount_credited=_summed(CreditNote))
+        .annotate(
+            amount_due=Greatest(
+                Value(ZERO),
+                F("total") - F("prepaid_applied") - F("amount_paid") - F("amount_credited"),
+                output_field=DecimalField(),
+            )
+        )
+        .annotate(
+            overdue=Case(
+                When(overdue_q(now), then=Value(True)),
+                default=Value(False),
+                output_field=BooleanField(),
+            )
         )
     )
 
@@ -59,6 +83,40 @@ def invoice_list(*, tenant: Tenant) -> QuerySet[Invoice]:
     return with_settlement(Invoice.objects.filter(tenant=tenant)).order_by(
         "-period_start", "currency"
     )
+
+
+def invoices_unpaid(*, tenant: Tenant, currency: str) -> QuerySet[Any]:
+    """The tenant's finalized invoices in ``currency`` with something still due, in the order
+    a top-up settles them: oldest due date first (the issue date for invoices issued before
+    due dates existed), then issue date, then number."""
+    return (
+        with_settlement(
+            Invoice.objects.filter(
+                tenant=tenant, currency=currency, status=Invoice.Status.FINALIZED
+            )
+        )
+        .filter(amount_due__gt=0)
+        .order_by(Coalesce("due_at", "finalized_at"), "finalized_at", "number")
+    )
+
+
+def overdue_amount(*, tenant: Tenant, currency: str, now: datetime | None = None) -> Decimal:
+    """What the tenant owes in ``currency`` on invoices past their due date at ``now``."""
+    overdue = with_settlement(
+        Invoice.objects.filter(tenant=tenant, currency=currency), now=now
+    ).filter(overdue=True)
+    return sum(overdue.values_list("amount_due", flat=True), ZERO)
+
+
+def tenants_overdue(*, overdue_since: datetime) -> QuerySet[Tenant]:
+    """Active tenants with an invoice still (partly) unpaid whose due date is before
+    ``overdue_since``."""
+    late = with_settlement(
+        Invoice.objects.filter(
+            status=Invoice.Status.FINALIZED, due_at__lt=overdue_since, tenant=OuterRef("pk")
+        )
+    ).filter(amount_due__gt=0)
+    return Tenant.objects.filter(status=Tenant.Status.ACTIVE).filter(Exists(late))
 
 
 @dataclass(frozen=True)
@@ -102,17 +160,21 @@ class Balance:
     uninvoiced_tax: Decimal
     credit_available: Decimal
     outstanding_invoices: Decimal
+    overdue_invoices: Decimal
 
 
-def balance_get(*, tenant: Tenant) -> Balance:
+def balance_get(*, tenant: Tenant, now: datetime | None = None) -> Balance:
     """The figures the booking credit check uses (``billing.credit``), plus what finalized
-    invoices still have due."""
+    invoices in the tenant's currency still have due, and the part of it past due at
+    ``now``."""
     figures = credit_figures(tenant=tenant)
-    outstanding = sum(
+    unpaid = list(
         with_settlement(
-            Invoice.objects.filter(tenant=tenant, status=Invoice.Status.FINALIZED)
-        ).values_list("amount_due", flat=True),
-        ZERO,
+            Invoice.objects.filter(
+                tenant=tenant, currency=tenant.currency, status=Invoice.Status.FINALIZED
+            ),
+            now=now,
+        ).values_list("amount_due", "overdue")
     )
     return Balance(
         currency=tenant.currency,
@@ -121,13 +183,12 @@ def balance_get(*, tenant: Tenant) -> Balance:
         uninvoiced_commitments=figures.uninvoiced_commitments,
         uninvoiced_tax=figures.uninvoiced_tax,
         credit_available=figures.credit_available,
-        outstanding_invoices=outstanding,
+        outstanding_invoices=sum((due for due, _ in unpaid), ZERO),
+        overdue_invoices=sum((due for due, overdue in unpaid if overdue), ZERO),
     )
 
 
-def usage_by_reservation_and_day(
-    *, tenant: Tenant, start: datetime, end: datetime
-) -> QuerySet[UsageRecord]:
+def usage_by_reservation_and_day(*, tenant: Tenant, start: datetime, end: datetime) -> Any:
     """Metered usage in [start, end), one row per reservation and UTC day: GPU-hours and the
     metered amount (four decimals; invoices round per line)."""
     return (

@@ -1,7 +1,8 @@
-"""Beat tasks: thin wrappers around the billing services. All three are idempotent (unique
-keys, compare-and-set on invoice status under a tenant lock, one usage correction per
-displacement, one SLA credit per reservation and month), so ``acks_late`` is safe: a worker
-that dies mid-task has its message redelivered and the re-run finishes the job."""
+"""Beat tasks: thin wrappers around the billing services. All are idempotent (unique keys,
+compare-and-set on invoice status under a tenant lock, one usage correction per displacement,
+one SLA credit per reservation and month, suspending only active tenants), so ``acks_late``
+is safe: a worker that dies mid-task has its message redelivered and the re-run finishes the
+job."""
 
 from datetime import UTC, datetime
 
@@ -10,6 +11,7 @@ from celery import shared_task
 from billing.services.corrections import usage_corrections_apply
 from billing.services.invoicing import invoices_draft, invoices_finalize_due
 from billing.services.metering import meter_usage
+from billing.services.settlement import tenants_suspend_overdue
 from billing.services.sla import sla_credits_issue
 
 
@@ -56,3 +58,11 @@ def finalize_invoices_task(now: str | None = None) -> dict[str, object]:
         "sla_credit_notes": credited.done,
         "failed": result.failed + credited.failed,
     }
+
+
+@shared_task(acks_late=True)
+def suspend_overdue_tenants_task(now: str | None = None) -> dict[str, object]:
+    """Daily: suspend the tenants with an invoice overdue by more than
+    BILLING_SUSPEND_OVERDUE_DAYS days (does nothing while the setting is empty)."""
+    suspended = tenants_suspend_overdue(now=_moment(now))
+    return {"suspended": len(suspended), "tenants": suspended}

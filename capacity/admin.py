@@ -10,7 +10,15 @@ from django.core.exceptions import ValidationError
 from django.db.models import F, Q
 
 from capacity import selectors, services
-from capacity.models import CapacityPool, GpuModel, Incident, PoolHour, Provider, Region
+from capacity.models import (
+    CapacityPool,
+    GpuModel,
+    Incident,
+    PoolCostRate,
+    PoolHour,
+    Provider,
+    Region,
+)
 from core.errors import ApplicationError
 from core.timeutils import utcnow
 
@@ -73,6 +81,38 @@ class OpenIncidentInline(admin.TabularInline):
         )
 
 
+class PoolCostRateInline(admin.TabularInline):
+    """What the pool has cost per GPU-hour over time, newest first: written by a change of
+    ``cost_per_gpu_hour`` (from the hour in progress on), never edited; metering costs each
+    hour at the rate in force then."""
+
+    model = PoolCostRate
+    verbose_name_plural = "cost history"
+    extra = 0
+    fields = ["effective_from", "cost_per_gpu_hour"]
+    readonly_fields = fields
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+# Inlines other apps show on the pool page for their own rows about a pool (the marketplace's
+# price book), added with ``pool_inline_add``: capacity imports none of them.
+POOL_INLINES: list[type[admin.options.InlineModelAdmin]] = []
+
+
+def pool_inline_add(inline: type[admin.options.InlineModelAdmin]) -> None:
+    if inline not in POOL_INLINES:
+        POOL_INLINES.append(inline)
+
+
 class CapacityPoolForm(forms.ModelForm):
     class Meta:
         model = CapacityPool
@@ -93,7 +133,6 @@ class CapacityPoolForm(forms.ModelForm):
             "available_until",
             "currency",
             "cost_per_gpu_hour",
-            "price_per_gpu_hour",
         ]
 
     def clean(self) -> dict:
@@ -132,7 +171,6 @@ class CapacityPoolAdmin(admin.ModelAdmin):
         "gpus_per_node",
         "total_gpus",
         "reserved_gpus",
-        "price_per_gpu_hour",
         "cost_per_gpu_hour",
         "currency",
         "available_until",
@@ -141,7 +179,7 @@ class CapacityPoolAdmin(admin.ModelAdmin):
     search_fields = ["slug", "name", "external_id", "region__code"]
     list_select_related = ["gpu_model", "region__provider"]
     readonly_fields = ["total_gpus", "created_at", "updated_at"]
-    inlines = [OpenIncidentInline]
+    inlines = [PoolCostRateInline, OpenIncidentInline]
     actions = ["mark_draining", "mark_active"]
     fieldsets = [
         (
@@ -179,16 +217,18 @@ class CapacityPoolAdmin(admin.ModelAdmin):
                     "available_until",
                     "currency",
                     "cost_per_gpu_hour",
-                    "price_per_gpu_hour",
                 ]
             },
         ),
         ("Record", {"fields": ["created_at", "updated_at"]}),
     ]
 
+    def get_inlines(self, request, obj: CapacityPool | None):
+        return [*POOL_INLINES, *self.inlines]
+
     def save_model(self, request, obj: CapacityPool, form, change: bool) -> None:
-        if not change:
-            super().save_model(request, obj, form, change)
+        if not change:  # a new pool starts its cost history
+            services.pool_create(pool=obj)
             return
         try:
             services.pool_update(

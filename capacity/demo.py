@@ -43,6 +43,7 @@ CONTRACT_END = datetime(2028, 12, 31, tzinfo=UTC)
 
 POOLS = [
     # slug, provider, region, gpu model, gpus/node, nodes, held back, cost, price, tier
+    # (cost and price in the pool's own currency, see POOL_CURRENCIES)
     ("aws-use1-h100-a", "aws", "us-east-1", "h100-sxm-80gb", 8, 64, 8, "2.10", "2.95", "primary"),
     ("aws-use1-h200-a", "aws", "us-east-1", "h200-sxm-141gb", 8, 32, 0, "2.90", "3.80", "primary"),
     ("aws-euw1-h100-b", "aws", "eu-west-1", "h100-sxm-80gb", 8, 16, 0, "1.60", "2.20", "backup"),
@@ -140,20 +141,54 @@ POOLS = [
     ("abl-gb300-a", "abilene", "abl-1", "gb300-nvl72", 4, 144, 16, "4.10", "6.90", "primary"),
     ("abl-h100-b", "abilene", "abl-1", "h100-sxm-80gb", 8, 64, 0, "1.20", "1.85", "backup"),
     ("abl-gb300-b", "abilene", "abl-1", "gb300-nvl72", 4, 36, 0, "3.80", "5.90", "backup"),
+    # Paid for in euros and sold in euros only: offered to EUR tenants, never to USD ones.
+    (
+        "gcp-euw4-h100-a",
+        "gcp",
+        "europe-west4",
+        "h100-sxm-80gb",
+        8,
+        16,
+        0,
+        "1.85",
+        "2.60",
+        "primary",
+    ),
 ]
+
+# The cost and the first list price of a pool are in its own currency: USD unless named here.
+POOL_CURRENCIES = {"gcp-euw4-h100-a": "EUR"}
+
+# The price book keeps one list price per pool and currency (as a payment platform keeps one
+# price per currency): these pools are also sold in euros, so a EUR tenant has offers.
+EXTRA_PRICES = {
+    "aws-use1-h100-a": {"EUR": "2.75"},
+    "aws-euw1-h100-b": {"EUR": "2.05"},
+    "azure-sec-h200-a": {"EUR": "3.35"},
+    "gcp-euw4-h200-a": {"EUR": "3.45"},
+    "cw-eun01-mi300x-b": {"EUR": "1.80"},
+    "abl-gb200-a": {"EUR": "5.05"},
+}
 
 
 def pool_defaults(row: tuple) -> dict:
-    _, _, _, _, per_node, nodes, held, cost, price, tier = row
+    slug, _, _, _, per_node, nodes, held, cost, _, tier = row
     return {
         "gpus_per_node": per_node,
         "node_count": nodes,
         "reserved_gpus": held,
         "cost_per_gpu_hour": Decimal(cost),
-        "price_per_gpu_hour": Decimal(price),
         "tier": tier,
         "available_from": CONTRACT_START,
         "available_until": CONTRACT_END,
-        "currency": "USD",
+        "currency": POOL_CURRENCIES.get(slug, "USD"),
         "status": "active",
     }
+
+
+def pool_prices(row: tuple) -> dict[str, Decimal]:
+    """The pool's list prices per GPU-hour by currency: its own currency first."""
+    slug, price = row[0], row[8]
+    prices = {POOL_CURRENCIES.get(slug, "USD"): Decimal(price)}
+    prices.update({currency: Decimal(p) for currency, p in EXTRA_PRICES.get(slug, {}).items()})
+    return prices

@@ -2,8 +2,6 @@
 
 Invariants that must hold whatever code writes the rows are database constraints here."""
 
-from decimal import Decimal
-
 from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import F, Q, Value
@@ -119,12 +117,17 @@ class CapacityPool(models.Model):
     )
     available_from = models.DateTimeField(help_text="Start of the provider contract (UTC).")
     available_until = models.DateTimeField(help_text="End of the provider contract (UTC).")
-    currency = models.CharField(max_length=3, choices=CURRENCY_CHOICES, default="USD")
-    cost_per_gpu_hour = models.DecimalField(
-        max_digits=12, decimal_places=4, help_text="What we pay the provider."
+    currency = models.CharField(
+        max_length=3,
+        choices=CURRENCY_CHOICES,
+        default="USD",
+        help_text="The cost currency: what the provider is paid in. List prices to tenants are "
+        "in the price book, per currency.",
     )
-    price_per_gpu_hour = models.DecimalField(
-        max_digits=12, decimal_places=4, help_text="List price to tenants."
+    cost_per_gpu_hour = models.DecimalField(
+        max_digits=12,
+        decimal_places=4,
+        help_text="What we pay the provider now; earlier rates are kept in the cost history.",
     )
     tier = models.CharField(
         max_length=10,
@@ -166,9 +169,6 @@ class CapacityPool(models.Model):
                 condition=Q(cost_per_gpu_hour__gte=0), name="pool_cost_nonnegative"
             ),
             models.CheckConstraint(
-                condition=Q(price_per_gpu_hour__gte=0), name="pool_price_nonnegative"
-            ),
-            models.CheckConstraint(
                 condition=Q(tier__in=["primary", "backup"]), name="pool_tier_valid"
             ),
             models.CheckConstraint(
@@ -192,10 +192,6 @@ class CapacityPool(models.Model):
     @property
     def recallable(self) -> bool:
         return self.tier == self.Tier.BACKUP
-
-    @property
-    def margin_per_gpu_hour(self) -> Decimal:
-        return self.price_per_gpu_hour - self.cost_per_gpu_hour
 
 
 class PoolCostRate(models.Model):

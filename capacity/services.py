@@ -7,6 +7,7 @@ lower capacity here and never fail because GPUs are booked: what no longer fits 
 
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 from django.db import transaction
 from django.db.models import F, Q, Value
@@ -14,7 +15,7 @@ from django.db.models.functions import Greatest, Least
 
 from capacity import locks
 from capacity.errors import CapacityInUse, InsufficientCapacity, InvalidIncident, InvalidWindow
-from capacity.models import CapacityPool, Incident, PoolHour
+from capacity.models import CapacityPool, Incident, PoolCostRate, PoolHour
 from capacity.selectors import capacity_for_hours, ledger_open_from
 from core.timeutils import ceil_hour, hour_range, is_whole_hour, utcnow
 
@@ -139,10 +140,10 @@ def _refresh_ledger(
     ``start`` on) from the pool and its incidents; the pool row must be locked. Booked GPUs
     that no longer fit become ``excess``; with ``strict`` (a pool edit) that is refused with
     CapacityInUse instead. Returns how many GPU-hours are now in excess."""
-    rows = PoolHour.objects.filter(pool=pool, hour__gte=start).order_by("hour")
+    query = PoolHour.objects.filter(pool=pool, hour__gte=start).order_by("hour")
     if end is not None:
-        rows = rows.filter(hour__lt=end)
-    rows = list(rows.select_for_update(of=("self",)))
+        query = query.filter(hour__lt=end)
+    rows = list(query.select_for_update(of=("self",)))
     if not rows:
         return 0
     capacity = capacity_for_hours(pool, [row.hour for row in rows])
@@ -301,19 +302,61 @@ def incidents_mark_displaced(*, incident_ids: list[int], now: datetime) -> None:
 
 
 @transaction.atomic
+def pool_create(*, pool: CapacityPool) -> CapacityPool:
+    """Save a new pool (an unsaved instance) and start its cost history: its cost is the rate
+    in force from the start of its contract."""
+    pool.full_clean()
+    pool.save()
+    PoolCostRate.objects.create(
+        pool=pool, effective_from=pool.available_from, cost_per_gpu_hour=pool.cost_per_gpu_hour
+    )
+    return pool
+
+
+def _cost_rate_change(
+    pool: CapacityPool, *, start: datetime, old_cost: Decimal, contract_start: datetime
+) -> None:
+    """The pool costs ``pool.cost_per_gpu_hour`` from ``start`` on; earlier hours keep the rates
+    they had. A pool without a rate in force at ``start`` (made before the cost history was
+    kept, or by hand) gets ``old_cost`` from the start of its contract first, so that the hours
+    before the change keep what they cost."""
+    rates = PoolCostRate.objects.filter(pool=pool)
+    if contract_start < start and not rates.filter(effective_from__lte=start).exists():
+        PoolCostRate.objects.create(
+            pool=pool, effective_from=contract_start, cost_per_gpu_hour=old_cost
+        )
+    # A second change within the same hour replaces the first: that hour is not history yet.
+    PoolCostRate.objects.update_or_create(
+        pool=pool,
+        effective_from=start,
+        defaults={"cost_per_gpu_hour": pool.cost_per_gpu_hour},
+    )
+
+
+@transaction.atomic
 def pool_update(
     *, pool: CapacityPool, now: datetime | None = None, **changes: object
 ) -> CapacityPool:
     """Change a pool; when its size, hold-back or contract window changes, the ledger follows
-    from the hour in progress at ``now`` on (earlier hours are history).
+    from the hour in progress at ``now`` on (earlier hours are history). A new
+    ``cost_per_gpu_hour`` is a new rate from that hour on (``PoolCostRate``): hours before it
+    are metered at the rates that were in force then.
 
     Raises CapacityInUse if booked GPUs would no longer fit in such an hour: taking booked
     GPUs away is an incident (``provider_reclaim``), which moves the reservations."""
     locked = locks.pool_lock(pool.pk)
+    old_cost, contract_start = locked.cost_per_gpu_hour, locked.available_from
     for field, value in changes.items():
         setattr(locked, field, value)
     locked.full_clean()
     locked.save()
+    if "cost_per_gpu_hour" in changes and locked.cost_per_gpu_hour != old_cost:
+        _cost_rate_change(
+            locked,
+            start=ledger_open_from(now),
+            old_cost=old_cost,
+            contract_start=contract_start,
+        )
     if POOL_CAPACITY_FIELDS & changes.keys():
         locked.refresh_from_db()
         _refresh_ledger(locked, ledger_open_from(now), strict=True)

@@ -6,7 +6,7 @@ from django.db.models import F, Prefetch, QuerySet
 from core.errors import InvalidInput, NotFound
 from events.models import Delivery, DeliveryAttempt, Event, WebhookEndpoint
 
-EVENT_ID_MAX_LENGTH = Event._meta.get_field("id").max_length
+EVENT_ID_MAX_LENGTH: int = Event._meta.get_field("id").max_length or 0
 
 
 class InvalidCursor(InvalidInput):

@@ -22,6 +22,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from billing.credit import credit_available
+from capacity.admin import pool_inline_add
 from capacity.models import CapacityPool, Incident
 from capacity.selectors import ledger_open_from
 from core.errors import ApplicationError
@@ -35,6 +36,7 @@ from marketplace.models import (
     DisplacementRule,
     IdempotencyRecord,
     Placement,
+    PoolPrice,
     Reservation,
     Tenant,
 )
@@ -77,8 +79,37 @@ def _show_new_key(request: HttpRequest, tenant: Tenant, key: ApiKey, raw_key: st
     )
 
 
+class TenantForm(forms.ModelForm):
+    """The operator's tenant form. The billing currency is fixed once the tenant has history:
+    the service's refusal (``currency_locked``) shows on the currency field."""
+
+    class Meta:
+        model = Tenant
+        fields = ["currency"]  # TenantAdmin's fieldsets name the fields the page shows
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if "currency" in self.fields:
+            self.fields["currency"].help_text = (
+                "Prices, balance and invoices are in this currency; the tenant is offered only "
+                "pools priced in it. Fixed once the tenant has reservations, ledger entries or "
+                "invoices."
+            )
+
+    def clean_currency(self) -> str:
+        currency = self.cleaned_data["currency"]
+        if self.instance.pk is not None:
+            stored = Tenant.objects.get(pk=self.instance.pk)
+            try:
+                tenants.tenant_currency_check(tenant=stored, currency=currency)
+            except ApplicationError as exc:
+                raise ValidationError(exc.detail, code=exc.code) from exc
+        return currency
+
+
 @admin.register(Tenant)
 class TenantAdmin(admin.ModelAdmin):
+    form = TenantForm
     list_display = [
         "name",
         "slug",
@@ -131,7 +162,16 @@ class TenantAdmin(admin.ModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: Tenant, form, change: bool) -> None:
         if change:
-            super().save_model(request, obj, form, change)
+            # Through the service, which checks the currency again under the tenant lock.
+            changes = {
+                name: form.cleaned_data[name]
+                for name in form.changed_data
+                if name in form.cleaned_data and name != "members"
+            }
+            try:
+                tenants.tenant_update(tenant=obj, **changes)
+            except (ApplicationError, ValidationError) as exc:
+                self.message_user(request, f"Not saved: {exc}", level=messages.ERROR)
             return
         # A new tenant goes through the service and gets its first key, shown once.
         fields = {
@@ -171,6 +211,33 @@ class TenantAdmin(admin.ModelAdmin):
         for tenant in queryset:
             key, raw_key = tenants.api_key_create(tenant=tenant, name="admin")
             _show_new_key(request, tenant, key, raw_key)
+
+
+class PoolPriceInline(admin.TabularInline):
+    """The pool's list prices, one per currency it is sold in (none: it is offered to nobody).
+    A tenant is offered only pools priced in its own currency; bookings keep the price they
+    were made at."""
+
+    model = PoolPrice
+    verbose_name = "list price"
+    verbose_name_plural = "list prices (price book)"
+    extra = 0
+    fields = ["currency", "price_per_gpu_hour"]
+
+
+pool_inline_add(PoolPriceInline)  # on the capacity pool page
+
+
+@admin.register(PoolPrice)
+class PoolPriceAdmin(admin.ModelAdmin):
+    """The price book: every pool's list price per GPU-hour, per currency."""
+
+    list_display = ["pool", "currency", "price_per_gpu_hour"]
+    list_filter = ["currency", "pool__gpu_model", "pool__region__provider"]
+    list_editable = ["price_per_gpu_hour"]
+    list_select_related = ["pool"]
+    search_fields = ["pool__slug", "pool__name"]
+    autocomplete_fields = ["pool"]
 
 
 @admin.register(ApiKey)

@@ -54,3 +54,11 @@ class InvalidGpuCount(ApplicationError):
     code = "invalid_gpu_count"
     status_code = 400
     default_detail = "The GPU count does not fit the pool's booking step."
+
+
+class CurrencyLocked(Conflict):
+    code = "currency_locked"
+    default_detail = (
+        "The tenant's billing currency is fixed once it has reservations, ledger entries or "
+        "invoices."
+    )

@@ -1,7 +1,12 @@
 """The price book: the unit price a booking locks in.
 
-unit price = pool list price x (1 - commitment discount for the reservation length)
-                             x (1 - the tenant's negotiated discount),
+A pool's list prices are ``PoolPrice`` rows, one per currency it is sold in (a pool may have
+none in a currency: it is then not offered to tenants billed in it). A tenant is quoted only in
+its own billing currency, so every price compared or charged is in that one currency.
+
+unit price = the pool's list price in the tenant's currency
+             x (1 - commitment discount for the reservation length)
+             x (1 - the tenant's negotiated discount),
 rounded half up to four decimals per GPU-hour. Backup pools carry their own (lower) list
 price. The total is unit price x GPUs x hours, rounded half up to the currency's minor unit."""
 
@@ -9,9 +14,13 @@ from decimal import Decimal
 
 from capacity.models import CapacityPool
 from core.money import round_money, round_rate
-from marketplace.models import CommitmentDiscount, Tenant
+from marketplace.models import CommitmentDiscount, PoolPrice, Tenant
 
 HUNDRED = Decimal(100)
+
+
+class NotPriced(LookupError):
+    """The pool has no list price in the currency asked for (it is not sold in it)."""
 
 
 def commitment_percent(hours: int) -> Decimal:
@@ -19,16 +28,30 @@ def commitment_percent(hours: int) -> Decimal:
     return rule.percent if rule else Decimal(0)
 
 
+def list_price(*, pool: CapacityPool, currency: str) -> Decimal | None:
+    """The pool's list price per GPU-hour in ``currency``, or None when it is not sold in it.
+    Pools from ``selectors.candidate_pools`` carry it already (``list_price`` with
+    ``list_price_currency``): no query then."""
+    if getattr(pool, "list_price_currency", None) == currency:
+        return pool.list_price
+    return (
+        PoolPrice.objects.filter(pool_id=pool.pk, currency=currency)
+        .values_list("price_per_gpu_hour", flat=True)
+        .first()
+    )
+
+
 def unit_price(
     *, pool: CapacityPool, tenant: Tenant, hours: int, commitment: Decimal | None = None
 ) -> Decimal:
+    """The price per GPU-hour ``tenant`` pays for ``hours`` on ``pool``, in the tenant's
+    currency. Raises NotPriced when the pool has no list price in it."""
+    price = list_price(pool=pool, currency=tenant.currency)
+    if price is None:
+        raise NotPriced(f"{pool.slug} has no list price in {tenant.currency}.")
     if commitment is None:
         commitment = commitment_percent(hours)
-    price = (
-        pool.price_per_gpu_hour
-        * (1 - commitment / HUNDRED)
-        * (1 - tenant.discount_percent / HUNDRED)
-    )
+    price = price * (1 - commitment / HUNDRED) * (1 - tenant.discount_percent / HUNDRED)
     return round_rate(price)
 
 

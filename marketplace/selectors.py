@@ -3,16 +3,20 @@
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from uuid import UUID
 
 from django.core.exceptions import FieldDoesNotExist
 from django.db.models import (
+    CharField,
     Count,
     DecimalField,
     F,
+    FilteredRelation,
     Func,
     IntegerField,
     OuterRef,
     Prefetch,
+    Q,
     QuerySet,
     Subquery,
     Sum,
@@ -47,9 +51,19 @@ class Window:
     currency: str
 
 
-def candidate_pools(criteria: PoolFilter) -> QuerySet[CapacityPool]:
-    pools = CapacityPool.objects.select_related("region__provider", "gpu_model").filter(
-        gpu_model__slug=criteria.gpu_model, status=CapacityPool.Status.ACTIVE
+def candidate_pools(criteria: PoolFilter, *, currency: str) -> QuerySet[CapacityPool]:
+    """Active pools of the model and location asked for that are sold in ``currency`` (the
+    tenant's): each carries its list price in that currency as ``list_price`` (with
+    ``list_price_currency``). A pool without a price in the currency is never offered."""
+    pools = (
+        CapacityPool.objects.select_related("region__provider", "gpu_model")
+        .filter(gpu_model__slug=criteria.gpu_model, status=CapacityPool.Status.ACTIVE)
+        .annotate(price=FilteredRelation("prices", condition=Q(prices__currency=currency)))
+        .filter(price__isnull=False)
+        .annotate(
+            list_price=F("price__price_per_gpu_hour"),
+            list_price_currency=Value(currency, output_field=CharField()),
+        )
     )
     if criteria.region:
         pools = pools.filter(region__code=criteria.region)
@@ -77,13 +91,14 @@ def availability_search(
     end: datetime,
     max_unit_price: Decimal | None = None,
 ) -> list[Window]:
-    """Every active pool that can take ``gpu_count`` GPUs for the whole of [start, end),
-    cheapest first (primary before backup at equal price)."""
+    """Every active pool sold in the tenant's currency that can take ``gpu_count`` GPUs for
+    the whole of [start, end), cheapest first (primary before backup at equal price)."""
     start, end = start.astimezone(UTC), end.astimezone(UTC)  # elapsed hours, not wall clock
     hours = hours_between(start, end)
     commitment = pricing.commitment_percent(hours)
+    currency = tenant.currency  # every offer is priced, and compared, in the tenant's currency
     offers = []
-    for pool in candidate_pools(criteria):
+    for pool in candidate_pools(criteria, currency=currency):
         if gpu_count % pool.booking_step:
             continue
         free = free_by_hour(pool, start, end)
@@ -100,9 +115,9 @@ def availability_search(
                 pool=pool,
                 available_gpus=available,
                 unit_price=unit,
-                currency=pool.currency,
+                currency=currency,
                 total_price=pricing.total_price(
-                    unit=unit, gpus=gpu_count, hours=hours, currency=pool.currency
+                    unit=unit, gpus=gpu_count, hours=hours, currency=currency
                 ),
             )
         )
@@ -120,14 +135,15 @@ def earliest_windows(
     limit: int = 5,
     max_unit_price: Decimal | None = None,
 ) -> list[Window]:
-    """The earliest start on each pool where ``gpu_count`` GPUs are free for
-    ``duration_hours`` consecutive hours inside [not_before, not_after]; earliest first, then
-    cheapest, at most ``limit``."""
+    """The earliest start on each pool sold in the tenant's currency where ``gpu_count`` GPUs
+    are free for ``duration_hours`` consecutive hours inside [not_before, not_after]; earliest
+    first, then cheapest, at most ``limit``."""
     not_before, not_after = not_before.astimezone(UTC), not_after.astimezone(UTC)
     duration = timedelta(hours=duration_hours)
     commitment = pricing.commitment_percent(duration_hours)
+    currency = tenant.currency  # every window is priced, and compared, in the tenant's currency
     windows = []
-    for pool in candidate_pools(criteria):
+    for pool in candidate_pools(criteria, currency=currency):
         if gpu_count % pool.booking_step:
             continue
         unit = pricing.unit_price(
@@ -151,9 +167,9 @@ def earliest_windows(
                         available_gpus=min(free[i : i + duration_hours]),
                         unit_price=unit,
                         total_price=pricing.total_price(
-                            unit=unit, gpus=gpu_count, hours=duration_hours, currency=pool.currency
+                            unit=unit, gpus=gpu_count, hours=duration_hours, currency=currency
                         ),
-                        currency=pool.currency,
+                        currency=currency,
                     )
                 )
                 break
@@ -177,7 +193,7 @@ def reservation_list(*, tenant: Tenant) -> QuerySet[Reservation]:
     )
 
 
-def reservation_get(*, tenant: Tenant, reservation_id: object) -> Reservation:
+def reservation_get(*, tenant: Tenant, reservation_id: UUID | str) -> Reservation:
     """Raises Reservation.DoesNotExist for another tenant's reservation (a 404, never a 403)."""
     return reservation_list(tenant=tenant).get(pk=reservation_id)
 
@@ -213,7 +229,9 @@ class _SpanHours(Func):
     def __init__(self) -> None:
         super().__init__(F("end"), F("start"))
 
-    def as_sql(self, compiler, connection, **extra_context):
+    def as_sql(
+        self, compiler, connection, function=None, template=None, arg_joiner=None, **extra_context
+    ):
         return super().as_sql(
             compiler,
             connection,

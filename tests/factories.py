@@ -3,7 +3,7 @@ from decimal import Decimal
 
 import factory
 
-from capacity.models import CapacityPool, GpuModel, Provider, Region
+from capacity.models import CapacityPool, GpuModel, PoolCostRate, Provider, Region
 
 
 class ProviderFactory(factory.django.DjangoModelFactory):
@@ -51,9 +51,39 @@ class CapacityPoolFactory(factory.django.DjangoModelFactory):
     available_from = datetime(2026, 1, 1, tzinfo=UTC)
     available_until = datetime(2028, 1, 1, tzinfo=UTC)
     cost_per_gpu_hour = Decimal("2.0000")
-    price_per_gpu_hour = Decimal("3.0000")
     tier = CapacityPool.Tier.PRIMARY
     status = CapacityPool.Status.ACTIVE
+    # Not pool fields: the price book (``marketplace.PoolPrice``) and the cost history. The
+    # pool is priced at ``price_per_gpu_hour`` in its own currency (None: not at all), plus
+    # ``prices`` ({currency: price}); its cost is in force from the start of its contract.
+    price_per_gpu_hour = Decimal("3.0000")
+    prices = None
+
+    @classmethod
+    def _build(cls, model_class, *args, **kwargs):
+        kwargs.pop("price_per_gpu_hour")
+        kwargs.pop("prices")
+        return super()._build(model_class, *args, **kwargs)
+
+    @classmethod
+    def _create(cls, model_class, *args, **kwargs):
+        from marketplace.models import PoolPrice
+
+        price = kwargs.pop("price_per_gpu_hour")
+        prices = kwargs.pop("prices") or {}
+        pool = super()._create(model_class, *args, **kwargs)
+        book = {pool.currency: price} if price is not None else {}
+        book.update(prices)
+        PoolPrice.objects.bulk_create(
+            PoolPrice(pool=pool, currency=currency, price_per_gpu_hour=Decimal(str(value)))
+            for currency, value in book.items()
+        )
+        PoolCostRate.objects.create(
+            pool=pool,
+            effective_from=pool.available_from,
+            cost_per_gpu_hour=Decimal(str(pool.cost_per_gpu_hour)),
+        )
+        return pool
 
 
 class TenantFactory(factory.django.DjangoModelFactory):

@@ -49,11 +49,36 @@ class InvoiceSerializer(serializers.Serializer):
     tax_rate_percent = serializers.DecimalField(max_digits=5, decimal_places=2)
     tax_amount = serializers.DecimalField(max_digits=14, decimal_places=2)
     total = serializers.DecimalField(max_digits=14, decimal_places=2)
-    prepaid_applied = serializers.DecimalField(max_digits=14, decimal_places=2)
-    amount_paid = serializers.DecimalField(max_digits=14, decimal_places=2)
-    amount_credited = serializers.DecimalField(max_digits=14, decimal_places=2)
-    amount_due = serializers.DecimalField(max_digits=14, decimal_places=2)
+    prepaid_applied = serializers.DecimalField(
+        max_digits=14,
+        decimal_places=2,
+        help_text="Prepaid balance that covered part of the total when the invoice was issued.",
+    )
+    amount_paid = serializers.DecimalField(
+        max_digits=14,
+        decimal_places=2,
+        help_text="Received after issue: bank transfers, and prepaid top-ups applied to the "
+        "invoice (a top-up settles unpaid invoices oldest due date first).",
+    )
+    amount_credited = serializers.DecimalField(
+        max_digits=14, decimal_places=2, help_text="Given back by credit notes."
+    )
+    amount_due = serializers.DecimalField(
+        max_digits=14,
+        decimal_places=2,
+        help_text="total - prepaid_applied - amount_paid - amount_credited, never negative. "
+        "The invoice is paid when it reaches 0.",
+    )
     finalized_at = serializers.DateTimeField(allow_null=True)
+    due_at = serializers.DateTimeField(
+        allow_null=True,
+        help_text="The due date: payment is due by this instant (issue time + the tenant's "
+        "payment terms, net 30 days by default). Null while the invoice is a draft.",
+    )
+    overdue = serializers.BooleanField(
+        help_text="True when the invoice is finalized, something is still due and due_at has "
+        "passed."
+    )
     paid_at = serializers.DateTimeField(allow_null=True)
 
 
@@ -102,5 +127,12 @@ class BalanceSerializer(serializers.Serializer):
         "is checked with the tax its invoice will add.",
     )
     outstanding_invoices = serializers.DecimalField(
-        max_digits=14, decimal_places=2, help_text="Still due on finalized invoices."
+        max_digits=14,
+        decimal_places=2,
+        help_text="Still due on finalized invoices in `currency` (their amount_due summed).",
+    )
+    overdue_invoices = serializers.DecimalField(
+        max_digits=14,
+        decimal_places=2,
+        help_text="The part of outstanding_invoices on invoices past their due date.",
     )

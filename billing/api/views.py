@@ -30,17 +30,22 @@ USAGE_MAX_DAYS = 366
 class InvoiceFilter(django_filters.FilterSet):
     status = django_filters.ChoiceFilter(choices=Invoice.Status.choices)
     currency = django_filters.CharFilter()
+    overdue = django_filters.BooleanFilter(
+        help_text="true: only invoices past their due date with something still due."
+    )
 
     class Meta:
         model = Invoice
-        fields = ["status", "currency"]
+        fields = ["status", "currency", "overdue"]
 
 
 @extend_schema(
     tags=["billing"],
     summary="List the tenant's invoices",
     description="Newest month first; drafts (the current month, and the last one during its "
-    "grace period) included, with provisional totals.",
+    "grace period) included, with provisional totals. An issued invoice is due by `due_at` "
+    "(the tenant's payment terms, net 30 by default) and `overdue` once that has passed with "
+    "`amount_due` left; a prepaid top-up settles unpaid invoices, oldest due date first.",
     responses={
         200: InvoiceSerializer(many=True),
         **error_responses(*TENANT_AUTH_ERRORS, "validation_error"),

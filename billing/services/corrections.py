@@ -227,7 +227,8 @@ def _credit_issued(rows: list[_Stale], now: datetime) -> dict[int, CreditNote]:
     each displacement (the largest, should its records lie on two invoices)."""
     groups: dict[tuple[int, int], list[_Stale]] = defaultdict(list)
     for row in rows:
-        groups[row.invoice_id, row.displacement.pk].append(row)
+        if row.invoice_id is not None:  # only rows on issued invoices are credited
+            groups[row.invoice_id, row.displacement.pk].append(row)
     notes: dict[int, CreditNote] = {}
     for (invoice_id, displacement_id), group in sorted(groups.items()):  # invoice lock order
         invoice = Invoice.objects.get(pk=invoice_id)

@@ -37,11 +37,12 @@ done; a run that dies half way rolls back whole (no orphan draft, no used number
 
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from itertools import chain
+from typing import Any, cast
 
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
@@ -212,8 +213,17 @@ def _usage_lines(invoice_ids: list[int], currencies: dict[int, str]) -> list[Inv
     """One line per invoice and reservation over all its usage on the invoice, whatever pools
     an incident moved its GPUs to: the reservation's GPUs, pool and locked price; ``hours``
     the distinct hours billed, ``gpu_hours`` and the amount summed over every record. A
-    reservation moved at its unit price is therefore billed as if it had never moved."""
-    rows = (
+    reservation moved at its unit price is therefore billed as if it had never moved.
+
+    A reservation is rounded once over all its invoices, not once per invoice, so its lines
+    add up to round(all it was metered): its total when every hour was delivered, however the
+    months split it. A line's amount is the rounded metered amount of the reservation over
+    this invoice and its earlier non-void invoices, minus the amounts of its usage lines on
+    those earlier invoices (the last month takes the remainder: unit 1.6650, 3 h in January
+    and 1 h in February bill 5.00 + 1.66, not 5.00 + 1.67); the gross amount likewise from
+    the list price x the GPU-hours, never below the amount. A void invoice counts for nothing
+    (its usage is not billed again)."""
+    rows = list(
         UsageRecord.objects.filter(invoice_id__in=invoice_ids)
         .values(
             "invoice_id",
@@ -233,12 +243,11 @@ def _usage_lines(invoice_ids: list[int], currencies: dict[int, str]) -> list[Inv
         )
         .order_by("invoice_id", "first_hour", "reservation_id")
     )
+    amounts = _cumulative_amounts(invoice_ids, rows, currencies)
     lines = []
     for row in rows:  # one row per invoice line, aggregated by the database
-        currency = currencies[row["invoice_id"]]
         list_price = row["reservation__list_price_per_gpu_hour"]
-        amount = round_money(row["metered"], currency)
-        gross = max(amount, round_money(list_price * row["gpu_hours"], currency))
+        amount, gross = amounts[row["invoice_id"], row["reservation_id"]]
         gpus, pool = row["reservation__gpu_count"], row["reservation__pool__slug"]
         gpu_model = row["reservation__pool__gpu_model__name"]
         lines.append(
@@ -268,6 +277,73 @@ def _usage_lines(invoice_ids: list[int], currencies: dict[int, str]) -> list[Inv
     return lines
 
 
+def _cumulative_amounts(
+    invoice_ids: list[int], rows: Sequence[Mapping[str, Any]], currencies: dict[int, str]
+) -> dict[tuple[int, object], tuple[Decimal, Decimal]]:
+    """``(amount, gross_amount)`` of each (invoice, reservation) usage row of the invoices
+    being rebuilt, rounded cumulatively in period order over the reservation's non-void
+    invoices (see ``_usage_lines``): the others' figures are read from their records and
+    lines, the rebuilt ones' from ``rows``."""
+    periods = dict(Invoice.objects.filter(pk__in=invoice_ids).values_list("pk", "period_start"))
+    reservation_ids = sorted({row["reservation_id"] for row in rows}, key=str)
+    others = Invoice.objects.exclude(pk__in=invoice_ids).exclude(status=Invoice.Status.VOID)
+    # reservation -> period -> [metered, gpu_hours, billed amount, billed gross] elsewhere
+    history: dict[object, dict[datetime, list[Decimal]]] = defaultdict(
+        lambda: defaultdict(lambda: [ZERO, ZERO, ZERO, ZERO])
+    )
+    for record in (
+        UsageRecord.objects.filter(reservation_id__in=reservation_ids, invoice__in=others)
+        .values("reservation_id", "invoice__period_start")
+        .annotate(metered=Sum("amount"), gpu_hours=Sum("gpu_hours"))
+        .order_by()
+    ):
+        figures = history[record["reservation_id"]][record["invoice__period_start"]]
+        figures[0] += record["metered"]
+        figures[1] += record["gpu_hours"]
+    for billed_line in (
+        InvoiceLine.objects.filter(
+            kind=InvoiceLine.Kind.USAGE, reservation_id__in=reservation_ids, invoice__in=others
+        )
+        .values("reservation_id", "invoice__period_start")
+        .annotate(amount=Sum("amount"), gross=Sum("gross_amount"))
+        .order_by()
+    ):
+        figures = history[billed_line["reservation_id"]][billed_line["invoice__period_start"]]
+        figures[2] += billed_line["amount"]
+        figures[3] += billed_line["gross"]
+
+    rebuilt: dict[object, list[Mapping[str, Any]]] = defaultdict(list)
+    for row in rows:
+        rebuilt[row["reservation_id"]].append(row)
+    amounts: dict[tuple[int, object], tuple[Decimal, Decimal]] = {}
+    for reservation_id, own in rebuilt.items():
+        elsewhere = history[reservation_id]
+        steps: list[tuple[datetime, Mapping[str, Any] | None]] = [
+            (period, None) for period in elsewhere
+        ]
+        steps += [(periods[row["invoice_id"]], row) for row in own]
+        metered = gpu_hours = billed = billed_gross = ZERO
+        for period, line in sorted(steps, key=lambda step: step[0]):
+            if line is None:  # an invoice not rebuilt here: as it stands
+                figures = elsewhere[period]
+                metered += figures[0]
+                gpu_hours += figures[1]
+                billed += figures[2]
+                billed_gross += figures[3]
+                continue
+            currency = currencies[line["invoice_id"]]
+            metered += line["metered"]
+            gpu_hours += line["gpu_hours"]
+            list_price = line["reservation__list_price_per_gpu_hour"]
+            # never negative (lines rounded one by one before this rule could make it so)
+            amount = max(round_money(metered, currency) - billed, ZERO)
+            gross = max(amount, round_money(list_price * gpu_hours, currency) - billed_gross)
+            billed += amount
+            billed_gross += gross
+            amounts[line["invoice_id"], reservation_id] = (amount, gross)
+    return amounts
+
+
 def _charge_lines(invoice_ids: list[int]) -> list[InvoiceLine]:
     charges = (
         Charge.objects.filter(invoice_id__in=invoice_ids)
@@ -276,7 +352,7 @@ def _charge_lines(invoice_ids: list[int]) -> list[InvoiceLine]:
     )
     return [
         InvoiceLine(
-            invoice_id=charge.invoice_id,
+            invoice_id=cast(int, charge.invoice_id),  # charges of these invoices
             kind=InvoiceLine.Kind.CANCELLATION_FEE,
             reservation_id=charge.reservation_id,
             description=(
@@ -403,6 +479,19 @@ def invoices_draft(*, now: datetime | None = None, progress: Progress = _no_prog
 # --- finalization ------------------------------------------------------------------------------
 
 
+def _not_finalizable_yet(period_start: datetime, now: datetime) -> str:
+    """Why a month cannot be finalized at ``now``, and from when it can."""
+    end = next_month(period_start)
+    days = settings.BILLING_GRACE_DAYS
+    when = end + timedelta(days=days)
+    state = "has not ended yet" if now < end else f"ended on {end:%Y-%m-%d %H:%M} UTC"
+    return (
+        f"{period_start:%B %Y} {state}: it may be finalized from {when:%Y-%m-%d %H:%M} UTC, "
+        f"after its {days}-day grace period (BILLING_GRACE_DAYS) for late usage and "
+        "corrections."
+    )
+
+
 @transaction.atomic
 def invoices_finalize(*, invoice_ids: Sequence[int], now: datetime | None = None) -> list[Invoice]:
     """Issue drafts, all or nothing: pick up their tenants' late usage, rebuild, number them
@@ -411,18 +500,24 @@ def invoices_finalize(*, invoice_ids: Sequence[int], now: datetime | None = None
     all), and mark the reservations invoiced. Invoices already issued are skipped (idempotent);
     drafts that turn out empty are dropped. Returns the invoices issued by this call.
 
-    Raises PeriodNotEnded if one of the drafts' months is not over."""
+    Raises PeriodNotEnded if one of the drafts' months is not over, or still in its grace
+    period (BILLING_GRACE_DAYS after its end, for late usage and corrections)."""
     now = now or utcnow()
     owners = Invoice.objects.filter(pk__in=invoice_ids).values_list("tenant_id", flat=True)
     tenants = locks.tenants_lock(set(owners))
     due = [invoice for invoice in locks.invoices_lock(invoice_ids) if not invoice.is_issued]
     if not due:
         return []
-    early = [invoice for invoice in due if now < invoice.period_end]
+    grace = timedelta(days=settings.BILLING_GRACE_DAYS)
+    early = [invoice for invoice in due if now < invoice.period_end + grace]
     if early:
+        invoice = min(early, key=lambda invoice: invoice.period_start)
         raise PeriodNotEnded(
-            f"The invoice covers {early[0].period_start:%B %Y}, which has not ended.",
-            extra={"period_end": early[0].period_end.isoformat()},
+            _not_finalizable_yet(invoice.period_start, now),
+            extra={
+                "period_end": invoice.period_end.isoformat(),
+                "finalizable_from": (invoice.period_end + grace).isoformat(),
+            },
         )
     touched = _claim(tenants, {(invoice.tenant_id, invoice.currency) for invoice in due})
     drafts = _rebuild(touched | {invoice.pk for invoice in due}, tenants, now)
@@ -464,9 +559,7 @@ def invoices_finalize(*, invoice_ids: Sequence[int], now: datetime | None = None
                     memo=f"Invoice {number} for {invoice.period_start:%B %Y}",
                 )
             )
-    bulk_set(
-        issuing, ["status", "number", "finalized_at", "due_at", "paid_at", "prepaid_applied"]
-    )
+    bulk_set(issuing, ["status", "number", "finalized_at", "due_at", "paid_at", "prepaid_applied"])
     accounts.ledger_post_many(postings=postings)
     period_ends = {invoice.pk: invoice.period_end for invoice in issuing}
     accounts.reservations_mark_invoiced(
@@ -517,12 +610,19 @@ def invoices_finalize_due(
 def invoices_finalize_month(
     *, period_start: datetime, now: datetime | None = None, progress: Progress = _no_progress
 ) -> RunResult:
-    """Issue the drafts of one month now, without waiting for the grace period (an operator's
-    decision). Raises PeriodNotEnded if the month is not over."""
+    """Issue the drafts of one month now (an operator's run; the daily run would issue them
+    too). Raises PeriodNotEnded until the month's end plus BILLING_GRACE_DAYS has passed."""
     now = now or utcnow()
     period_start = month_start(period_start)
-    if now < next_month(period_start):
-        raise PeriodNotEnded(f"{period_start:%B %Y} has not ended yet.")
+    finalizable_from = next_month(period_start) + timedelta(days=settings.BILLING_GRACE_DAYS)
+    if now < finalizable_from:
+        raise PeriodNotEnded(
+            _not_finalizable_yet(period_start, now),
+            extra={
+                "period_end": next_month(period_start).isoformat(),
+                "finalizable_from": finalizable_from.isoformat(),
+            },
+        )
     ids = list(
         Invoice.objects.filter(period_start=period_start, status=Invoice.Status.DRAFT)
         .order_by("tenant_id", "currency")

@@ -11,7 +11,8 @@ other pools get placements there.
 
 Each hour of a placement is one record keyed (reservation, hour, pool): ``gpus`` = the
 placement's GPUs, ``amount`` = the reservation's locked ``unit_price`` x ``gpus`` (whatever
-pool the GPUs are on), ``provider_cost`` = the placement pool's ``cost_per_gpu_hour`` x
+pool the GPUs are on), ``provider_cost`` = the placement pool's cost per GPU-hour in force at
+that hour (its ``PoolCostRate`` history: a later cost change does not reach back) x
 ``gpus``. (A reservation's placements on one pool never overlap; should two ever cover the
 same hour, their GPUs are summed into the one record.) An incident recorded after its hours
 were metered is applied by the usage corrections (corrections.py).
@@ -22,18 +23,22 @@ overlapping run or two workers at once change nothing. Each run re-reads
 a run still gets its first hour) and back-fills everything after it, so a scheduler that was
 down for a day loses nothing."""
 
+from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 from itertools import groupby
+from typing import Any, cast
 from uuid import UUID
 
 from django.conf import settings
 from django.db import connection, transaction
 
 from billing import locks
+from billing.errors import UntilInFuture
 from billing.models import Charge, UsageRecord
-from capacity.models import CapacityPool
+from capacity.models import CapacityPool, PoolCostRate
 from core.timeutils import floor_hour, hour_range, utcnow
 from marketplace.models import Placement, Reservation
 
@@ -62,9 +67,19 @@ class MeteringResult:
 def meter_usage(*, until: datetime | None = None) -> MeteringResult:
     """Record every delivered hour that began before ``until`` (floored to the hour; default
     now) and every cancellation fee incurred before it. Idempotent; safe to run concurrently
-    (runs queue on the metering cursor row)."""
-    until = floor_hour(until or utcnow())
+    (runs queue on the metering cursor row).
+
+    Metering stops at the last whole hour: an ``until`` after now raises UntilInFuture and
+    meters nothing (it would bill hours not delivered yet, which a cancellation or an incident
+    may still take away)."""
     started_at = utcnow()
+    if until is not None and until > started_at:
+        raise UntilInFuture(
+            f"until {until.isoformat()} is in the future (now {started_at.isoformat()}): "
+            "usage is metered only up to the last whole hour.",
+            extra={"until": until.isoformat(), "now": started_at.isoformat()},
+        )
+    until = floor_hour(until or started_at)
     cursor = locks.metering_cursor_lock()
     lookback = timedelta(hours=settings.BILLING_METERING_LOOKBACK_HOURS)
     low = None if cursor.metered_until is None else min(cursor.metered_until, until) - lookback
@@ -109,6 +124,15 @@ def usage_meter_windows(*, windows: Sequence[Window], created_at: datetime) -> i
     )
 
 
+# The pool's cost per GPU-hour in force at hour ``h``: its latest rate from that hour or
+# before (``PoolCostRate``; the unique (pool, effective_from) index finds it), else, for a pool
+# without cost history, its current cost.
+_COST_AT_HOUR = f"""COALESCE(
+    (SELECT cr.cost_per_gpu_hour FROM {PoolCostRate._meta.db_table} cr
+     WHERE cr.pool_id = p.id AND cr.effective_from <= h.hour
+     ORDER BY cr.effective_from DESC LIMIT 1),
+    p.cost_per_gpu_hour)"""  # noqa: S608 - the table name comes from model metadata
+
 # The record columns from the placements ``pl`` of reservation ``r`` on pool ``p`` at hour
 # ``h`` (summed: should two placements on one pool ever cover the same hour, the hour is still
 # one record, of their GPUs together). Append the hours (``h``), WHERE, _GROUP and the
@@ -118,7 +142,7 @@ _INSERT = f"""
         (reservation_id, tenant_id, pool_id, hour, gpus, gpu_hours, unit_price, amount,
          cost_per_gpu_hour, provider_cost, currency, invoice_id, created_at)
     SELECT r.id, r.tenant_id, p.id, h.hour, SUM(pl.gpus), SUM(pl.gpus), r.unit_price,
-           r.unit_price * SUM(pl.gpus), p.cost_per_gpu_hour, p.cost_per_gpu_hour * SUM(pl.gpus),
+           r.unit_price * SUM(pl.gpus), {_COST_AT_HOUR}, {_COST_AT_HOUR} * SUM(pl.gpus),
            r.currency, NULL, %(created_at)s
     FROM {Placement._meta.db_table} pl
     JOIN {Reservation._meta.db_table} r ON r.id = pl.reservation_id
@@ -174,7 +198,7 @@ def _meter_windows_postgresql(*, windows: Sequence[Window], created_at: datetime
         {_GROUP}
         {_ON_CONFLICT}
     """
-    params: dict[str, object] = {"created_at": created_at, "statuses": list(BILLED_STATUSES)}
+    params: dict[str, Any] = {"created_at": created_at, "statuses": list(BILLED_STATUSES)}
     for i, (reservation_id, start, end) in enumerate(windows):
         params.update({f"r{i}": reservation_id, f"lo{i}": start, f"hi{i}": end})
     with connection.cursor() as cursor:
@@ -202,12 +226,32 @@ def _placement_rows(placements) -> Iterable[tuple]:
     )
 
 
+class _CostRates:
+    """The pools' cost rates, read once per pool: the cost per GPU-hour in force at an hour
+    (the latest rate from that hour or before; else, for a pool without cost history, its
+    current cost), as ``_COST_AT_HOUR`` reads it in SQL."""
+
+    def __init__(self) -> None:
+        self._rates: dict[int, tuple[list[datetime], list[Decimal]]] = {}
+
+    def at(self, pool_id: int, hour: datetime, current: Decimal) -> Decimal:
+        if pool_id not in self._rates:
+            rates = PoolCostRate.objects.filter(pool_id=pool_id).order_by("effective_from")
+            rows = list(rates.values_list("effective_from", "cost_per_gpu_hour"))
+            self._rates[pool_id] = ([start for start, _ in rows], [cost for _, cost in rows])
+        starts, costs = self._rates[pool_id]
+        index = bisect_right(starts, hour)
+        return costs[index - 1] if index else current
+
+
 def _insert_portable(rows: Iterable[tuple], spans) -> int:
     """Expand placement rows into records over ``spans(reservation_id, start, end)`` (the
     parts of the placement to meter), the GPUs of one reservation, pool and hour summed, and
-    write them in batches, ON CONFLICT DO NOTHING."""
+    write them in batches, ON CONFLICT DO NOTHING. Each hour costs the pool's rate in force
+    then."""
     before = UsageRecord.objects.count()
     batch: list[UsageRecord] = []
+    rates = _CostRates()
     for _, placements in groupby(rows, key=lambda row: row[0]):
         records: dict[tuple[int, datetime], UsageRecord] = {}
         for (
@@ -232,7 +276,7 @@ def _insert_portable(rows: Iterable[tuple], spans) -> int:
                             hour=hour,
                             gpus=0,
                             unit_price=price,
-                            cost_per_gpu_hour=cost,
+                            cost_per_gpu_hour=rates.at(pool_id, hour, cost),
                             currency=currency,
                         )
                     record.gpus += gpus
@@ -281,7 +325,7 @@ def _charge_cancellation_fees(*, until: datetime, low: datetime | None) -> int:
             kind=Charge.Kind.CANCELLATION_FEE,
             amount=fee,
             currency=currency,
-            incurred_at=cancelled_at,
+            incurred_at=cast(datetime, cancelled_at),  # set on every cancelled reservation
         )
         for pk, tenant_id, fee, currency, cancelled_at in fees
     ]

@@ -284,7 +284,7 @@ def _assess(
     rules = list(SlaCreditRule.objects.all())
     availability = sorted(
         (rule for rule in rules if rule.kind == SlaCreditRule.Kind.AVAILABILITY),
-        key=lambda rule: rule.below_percent,
+        key=lambda rule: rule.below_percent or ZERO,
     )
     recall_percent = max(
         (
@@ -298,13 +298,13 @@ def _assess(
     assessments = []
     for reservation_id in reservation_ids:
         lost_by_incident: dict[int, int] = defaultdict(int)
-        short_notice: set[int] = set()
+        recalled: set[int] = set()  # incidents that were recalls inside the notice
         for hit in hits[reservation_id]:
             lost_by_incident[hit.incident_id] += hit.gpus_lost * _hours(hit.start, hit.end)
             if hit.short_notice_recall:
-                short_notice.add(hit.incident_id)
+                recalled.add(hit.incident_id)
         lost = sum(lost_by_incident.values())
-        if not lost and not short_notice:
+        if not lost and not recalled:
             continue  # not displaced in this month after all
         delivered = placed[reservation_id]
         promised = delivered + lost
@@ -312,15 +312,19 @@ def _assess(
         if promised:
             share = Decimal(delivered) * HUNDRED / Decimal(promised)
             percent = next(
-                (rule.credit_percent for rule in availability if share < rule.below_percent),
+                (
+                    rule.credit_percent
+                    for rule in availability
+                    if rule.below_percent is not None and share < rule.below_percent
+                ),
                 ZERO,
             )
-        if short_notice:
+        if recalled:
             percent = max(percent, recall_percent)
         charged = max(ZERO, lines.get(reservation_id, ZERO) - corrected.get(reservation_id, ZERO))
         incident_id = max(
             lost_by_incident,
-            key=lambda pk: (lost_by_incident[pk], pk in short_notice, -pk),
+            key=lambda pk: (lost_by_incident[pk], pk in recalled, -pk),
         )
         assessments.append(
             _Assessment(

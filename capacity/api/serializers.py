@@ -1,6 +1,7 @@
 from rest_framework import serializers
 
 from capacity.models import CapacityPool, GpuModel, Provider, Region
+from core.money import CURRENCY_CHOICES
 
 
 class ProviderSerializer(serializers.ModelSerializer):
@@ -33,6 +34,23 @@ class PoolSerializer(serializers.ModelSerializer):
     booking_step = serializers.IntegerField(read_only=True)
     recallable = serializers.BooleanField(
         read_only=True, help_text="Backup capacity the owner may recall with notice."
+    )
+    # Annotated by the view from the price book (a pool has one list price per currency).
+    price_per_gpu_hour = serializers.DecimalField(
+        max_digits=12,
+        decimal_places=4,
+        read_only=True,
+        allow_null=True,
+        help_text="List price per GPU-hour in `currency`, before commitment and negotiated "
+        "discounts; null when the pool is not sold in that currency (a tenant is offered only "
+        "pools priced in its own currency).",
+    )
+    currency = serializers.ChoiceField(
+        source="price_currency",
+        choices=CURRENCY_CHOICES,
+        read_only=True,
+        help_text="The currency of `price_per_gpu_hour`: the calling tenant's billing currency; "
+        "for an operator session (no tenant), the pool's own currency.",
     )
 
     class Meta:

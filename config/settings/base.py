@@ -174,6 +174,16 @@ INCIDENT_ADMIN_DISPLACE_SECONDS = env.float("INCIDENT_ADMIN_DISPLACE_SECONDS", d
 # month ends, for late usage; metering re-reads this many hours before its last run.
 BILLING_GRACE_DAYS = env.int("BILLING_GRACE_DAYS", default=2)
 BILLING_METERING_LOOKBACK_HOURS = env.int("BILLING_METERING_LOOKBACK_HOURS", default=24)
+# Suspend a tenant with an invoice overdue by more than this many days (daily job, see
+# billing/services/settlement.py). Empty (the default) turns the policy off.
+BILLING_SUSPEND_OVERDUE_DAYS = (
+    env.int("BILLING_SUSPEND_OVERDUE_DAYS")
+    if env.str("BILLING_SUSPEND_OVERDUE_DAYS", default="").strip()
+    else None
+)
+# The margin report converts every amount into this currency with the operators' effective-
+# dated FX rates (billing.FxRate; see billing/services/reports.py).
+REPORTING_CURRENCY = env("REPORTING_CURRENCY", default="USD")
 
 # Events and webhooks (see events/delivery.py and README "Webhooks").
 EVENTS_RETENTION_DAYS = env.int("EVENTS_RETENTION_DAYS", default=30)

@@ -60,7 +60,8 @@ def max_unit_price_field() -> serializers.DecimalField:
         decimal_places=4,
         min_value=Decimal(0),
         required=False,
-        help_text="Only pools whose unit price (after discounts) is at most this, per GPU-hour.",
+        help_text="Only pools whose unit price (after discounts) is at most this, per GPU-hour, "
+        "in the tenant's currency.",
     )
 
 
@@ -181,6 +182,19 @@ class InterruptionSerializer(serializers.Serializer):
     gpu_hours = serializers.IntegerField(source="gpu_hours_lost")
 
 
+class CancellationTermSerializer(serializers.Serializer):
+    """One step of a reservation's cancellation schedule."""
+
+    min_notice_hours = serializers.IntegerField(
+        help_text="Applies when cancelling at least this many whole hours before the start."
+    )
+    fee_percent = serializers.DecimalField(
+        max_digits=5,
+        decimal_places=2,
+        help_text="Fee, in percent of the price of the GPU-hours given back.",
+    )
+
+
 class ReservationSerializer(serializers.ModelSerializer):
     """A reservation or a quote (a reservation in status ``held`` with an ``expires_at``).
 
@@ -195,7 +209,7 @@ class ReservationSerializer(serializers.ModelSerializer):
     expires_at = serializers.DateTimeField(
         source="hold_expires_at",
         allow_null=True,
-        help_text="When a held quote lapses; null once confirmed.",
+        help_text="When a held quote lapses (never after start); null once confirmed.",
     )
     recallable = serializers.BooleanField(
         source="pool.recallable",
@@ -204,6 +218,21 @@ class ReservationSerializer(serializers.ModelSerializer):
     recall_notice_hours = serializers.IntegerField(source="pool.recall_notice_hours")
     placements = PlacementSerializer(many=True, read_only=True)
     interruptions = serializers.SerializerMethodField()
+    commitment_percent = serializers.DecimalField(
+        max_digits=5,
+        decimal_places=2,
+        read_only=True,
+        help_text="The commitment discount (percent) in force when it was booked, already in "
+        "unit_price; an extension keeps it.",
+    )
+    cancellation_terms = CancellationTermSerializer(
+        many=True,
+        read_only=True,
+        help_text="The cancellation schedule in force when it was booked, largest notice first: "
+        "cancelling with at least min_notice_hours' notice costs fee_percent of the GPU-hours "
+        "given back (the step with the largest notice met applies; none met: free). Later "
+        "policy changes apply to new bookings only.",
+    )
 
     class Meta:
         model = Reservation
@@ -223,6 +252,8 @@ class ReservationSerializer(serializers.ModelSerializer):
             "total_price",
             "charge",
             "cancellation_fee",
+            "commitment_percent",
+            "cancellation_terms",
             "currency",
             "expires_at",
             "created_at",
@@ -267,7 +298,9 @@ class CapacityOfferSerializer(serializers.Serializer):
     total_price = serializers.DecimalField(
         max_digits=14, decimal_places=2, help_text="unit_price x gpu_count x hours."
     )
-    currency = serializers.CharField()
+    currency = serializers.CharField(
+        help_text="The tenant's billing currency: only pools priced in it are offered."
+    )
     start = serializers.DateTimeField()
     end = serializers.DateTimeField()
     hours = serializers.SerializerMethodField()
@@ -285,7 +318,10 @@ class TenantSerializer(serializers.Serializer):
     name = serializers.CharField()
     slug = serializers.CharField()
     status = serializers.CharField()
-    currency = serializers.CharField()
+    currency = serializers.CharField(
+        help_text="The billing currency: every price, balance and invoice is in it, and only "
+        "pools priced in it are offered. Fixed once the tenant has history."
+    )
     credit_limit = serializers.DecimalField(max_digits=14, decimal_places=2)
     credit_available = serializers.DecimalField(
         max_digits=16,

@@ -191,9 +191,10 @@ class AvailabilityApi(APIView):
     @extend_schema(
         operation_id="availability_search",
         summary="Search capacity for a window",
-        description="Every active pool that can take `gpu_count` GPUs for the whole of "
-        "[start, end), with the GPUs it has free and the price this tenant would pay; cheapest "
-        "first, primary before backup at equal price. Not paginated: one offer per pool.",
+        description="Every active pool priced in the tenant's currency that can take "
+        "`gpu_count` GPUs for the whole of [start, end), with the GPUs it has free and the price "
+        "this tenant would pay, in its currency; cheapest first, primary before backup at equal "
+        "price. Not paginated: one offer per pool.",
         parameters=[AvailabilityQuerySerializer],
         responses={
             200: CapacityOfferSerializer(many=True),
@@ -229,7 +230,8 @@ class EarliestWindowsApi(APIView):
     @extend_schema(
         operation_id="availability_earliest",
         summary="Find the earliest windows",
-        description="The earliest start on each pool where `gpu_count` GPUs are free for "
+        description="The earliest start on each pool priced in the tenant's currency where "
+        "`gpu_count` GPUs are free for "
         "`duration_hours` consecutive hours between `not_before` and `not_after`; earliest "
         "first, then cheapest, at most `limit` (default 5, one window per pool). The span is "
         "capped at the booking horizon. Not paginated.",

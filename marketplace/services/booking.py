@@ -14,7 +14,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
+from uuid import UUID
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -136,6 +137,11 @@ def validate_window(start: datetime, end: datetime, *, now: datetime | None = No
         )
 
 
+def _lapsed(hold: Reservation, now: datetime) -> bool:
+    """A held quote's hold has run out (every hold has an expiry: a CHECK constraint)."""
+    return hold.hold_expires_at is not None and hold.hold_expires_at <= now
+
+
 def _lock_reservation(
     tenant: Tenant, reservation_id: object, missing: str = "No such reservation."
 ) -> Reservation:
@@ -143,7 +149,7 @@ def _lock_reservation(
         return (
             Reservation.objects.select_for_update(of=("self",))
             .select_related(*RESERVATION_DISPLAY)
-            .get(pk=reservation_id, tenant=tenant)
+            .get(pk=cast(UUID, reservation_id), tenant=tenant)
         )
     except (Reservation.DoesNotExist, ValueError, ValidationError):
         raise NotFound(missing) from None
@@ -186,7 +192,8 @@ def _check_credit(tenant: Tenant, amount: Decimal) -> None:
 
 def _place(tenant: Tenant, request: BookingRequest, *, status: str, now: datetime) -> Reservation:
     """Put the booking on the cheapest pool that takes it (primary before backup at equal
-    price), within the caller's transaction and tenant lock."""
+    price), within the caller's transaction and tenant lock. Only pools with a list price in
+    the tenant's currency are considered; the reservation is priced and kept in it."""
     if request.gpu_count < 1:  # zero passes every step check; the database would refuse the row
         raise InvalidGpuCount(
             "Ask for at least one GPU.",
@@ -205,9 +212,13 @@ def _place(tenant: Tenant, request: BookingRequest, *, status: str, now: datetim
         tier=request.tier,
         pool=request.pool,
     )
-    pools = list(selectors.candidate_pools(criteria))
+    # Only pools sold in the tenant's currency: every price compared and charged is in it.
+    currency = tenant.currency
+    pools = list(selectors.candidate_pools(criteria, currency=currency))
     if not pools:
-        raise NoMatchingPool("No active pool matches the requested model and location.")
+        raise NoMatchingPool(
+            f"No active pool priced in {currency} matches the requested model and location."
+        )
     fitting = [pool for pool in pools if request.gpu_count % pool.booking_step == 0]
     if not fitting:
         steps = sorted({pool.booking_step for pool in pools})
@@ -226,8 +237,10 @@ def _place(tenant: Tenant, request: BookingRequest, *, status: str, now: datetim
 
     best_available = 0
     for unit, _, _, pool in priced:
+        # Priced in the currency: candidate pools carry the price (unit_price needed it).
+        list_price = cast(Decimal, pricing.list_price(pool=pool, currency=currency))
         total = pricing.total_price(
-            unit=unit, gpus=request.gpu_count, hours=hours, currency=pool.currency
+            unit=unit, gpus=request.gpu_count, hours=hours, currency=currency
         )
         try:
             with transaction.atomic():  # a savepoint: a pool that is full leaves no trace
@@ -243,18 +256,21 @@ def _place(tenant: Tenant, request: BookingRequest, *, status: str, now: datetim
                     end=request.end,
                     capacity_until=request.end,
                     status=status,
-                    currency=pool.currency,
-                    list_price_per_gpu_hour=pool.price_per_gpu_hour,
+                    currency=currency,
+                    list_price_per_gpu_hour=list_price,
                     unit_price=unit,
                     total_price=total,
                     charge=total,
                     hold_expires_at=(
-                        now + timedelta(minutes=settings.QUOTE_HOLD_MINUTES)
+                        # never past the start: a quote cannot be confirmed once it has begun
+                        min(now + timedelta(minutes=settings.QUOTE_HOLD_MINUTES), request.start)
                         if status == Reservation.Status.HELD
                         else None
                     ),
                     confirmed_at=now if status == Reservation.Status.CONFIRMED else None,
                     scope=request.scope,
+                    commitment_percent=commitment,
+                    cancellation_terms=cancellation_schedule(),
                 )
                 placement_add(
                     reservation=reservation,
@@ -367,10 +383,23 @@ def _idempotent(scope: str, status_code: int):
 def quote_create(
     *, tenant: Tenant, request: BookingRequest, now: datetime | None = None
 ) -> Reservation:
-    """Hold capacity for the booking on the cheapest fitting pool for QUOTE_HOLD_MINUTES.
-    Confirming the quote before it expires cannot fail for lack of capacity."""
+    """Hold capacity for the booking on the cheapest fitting pool for QUOTE_HOLD_MINUTES, or
+    until the window starts if that comes first. Confirming the quote before it expires
+    cannot fail for lack of capacity.
+
+    Only a window that starts after ``now`` is quoted: the hour in progress is booked
+    directly (``reservation_create``). Raises InvalidWindow (``start``: ``already_started``)
+    otherwise."""
     now = now or utcnow()
     validate_window(request.start, request.end, now=now)
+    if request.start <= now:
+        raise InvalidWindow(
+            "A quote is for a window that starts later: this one has already started. Book "
+            "the hour in progress directly with POST /api/v1/reservations/.",
+            fields=_field_error(
+                "start", "already_started", "Must be after now to quote; book it directly."
+            ),
+        )
     quote = _place(tenant, request, status=Reservation.Status.HELD, now=now)
     events.reservation_event("quote.created", quote, now=now)
     events.balance_check(tenant, now=now)
@@ -393,9 +422,12 @@ def reservation_create(
 @_idempotent("reservation.create", 201)
 def _quote_confirm(*, tenant: Tenant, quote_id: object, now: datetime) -> Reservation:
     quote = _lock_reservation(tenant, quote_id, "No such quote.")
-    lapsed = quote.status == Reservation.Status.HELD and quote.hold_expires_at <= now
+    # A hold never outlasts the start of its window (older holds may say later: the start
+    # still ends them).
+    expires_at = min(quote.hold_expires_at or quote.start, quote.start)
+    lapsed = quote.status == Reservation.Status.HELD and expires_at <= now
     if lapsed or quote.status == Reservation.Status.EXPIRED:
-        raise QuoteExpired(extra={"expired_at": quote.hold_expires_at.isoformat()})
+        raise QuoteExpired(extra={"expired_at": expires_at.isoformat()})
     if quote.status != Reservation.Status.HELD:
         raise InvalidStateTransition(
             f"The quote is already {quote.status}.", extra={"status": quote.status}
@@ -419,7 +451,9 @@ def quote_confirm(
     """Turn a held quote into a confirmed reservation (no capacity moves: it is already held).
     Returns ``(reservation, status_code, replayed)`` like the other idempotent writes.
 
-    Raises QuoteExpired once the hold has lapsed, after releasing it if the sweeper has not."""
+    Raises QuoteExpired once the hold has lapsed (at ``hold_expires_at``, never later than the
+    window's start: a quote is not confirmed once its window has begun), after releasing it
+    if the sweeper has not."""
     now = now or utcnow()
     try:
         return _quote_confirm(
@@ -438,7 +472,7 @@ def quote_confirm(
 def hold_release_lapsed(*, tenant: Tenant, reservation_id: object, now: datetime) -> None:
     """Expire one hold now if its time is up (the sweeper would within a minute)."""
     hold = _lock_reservation(tenant, reservation_id)
-    if hold.status == Reservation.Status.HELD and hold.hold_expires_at <= now:
+    if hold.status == Reservation.Status.HELD and _lapsed(hold, now):
         _expire(hold)
         events.reservation_event("quote.expired", hold, now=now)
 
@@ -454,14 +488,37 @@ def _expire(reservation: Reservation) -> None:
     reservation.save(update_fields=["status", "capacity_until", "charge", "updated_at"])
 
 
+def cancellation_schedule() -> list[dict[str, int | str]]:
+    """The cancellation policy in force now, as a booking keeps it
+    (``Reservation.cancellation_terms``): ``[{"min_notice_hours": 24, "fee_percent": "0.00"},
+    ...]``, largest notice first."""
+    return [
+        {"min_notice_hours": notice, "fee_percent": str(fee)}
+        for notice, fee in CancellationRule.objects.order_by("-min_notice_hours").values_list(
+            "min_notice_hours", "fee_percent"
+        )
+    ]
+
+
+def cancellation_fee_percent(terms: list[dict[str, Any]], notice_hours: int) -> Decimal:
+    """The fee percent of the term with the largest notice that ``notice_hours`` meets (none:
+    free)."""
+    met = [term for term in terms if int(term["min_notice_hours"]) <= notice_hours]
+    if not met:
+        return Decimal(0)
+    return Decimal(str(max(met, key=lambda term: int(term["min_notice_hours"]))["fee_percent"]))
+
+
 def cancellation_terms(
     reservation: Reservation, now: datetime
 ) -> tuple[datetime, Decimal, Decimal]:
     """``(release_from, delivered_amount, fee)`` for cancelling at ``now``.
 
     Hours already begun are delivered and charged in full (the GPU-hours placed: hours an
-    incident took away are not); the GPU-hours given back cost the fee of the
-    CancellationRule with the largest notice the cancellation meets (none: free)."""
+    incident took away are not); the GPU-hours given back cost the fee of the reservation's
+    own cancellation schedule (``Reservation.cancellation_terms``, copied at booking: a rule
+    edited later does not change it) with the largest notice the cancellation meets (none:
+    free)."""
     release_from = min(max(reservation.start, ceil_hour(now)), reservation.end)
     delivered = round_money(
         reservation.unit_price * placed_gpu_hours(reservation, end=release_from),
@@ -470,12 +527,7 @@ def cancellation_terms(
     if reservation.status == Reservation.Status.HELD:
         return reservation.start, Decimal("0.00"), Decimal("0.00")
     notice_hours = max(0, int((reservation.start - now).total_seconds() // 3600))
-    rule = (
-        CancellationRule.objects.filter(min_notice_hours__lte=notice_hours)
-        .order_by("-min_notice_hours")
-        .first()
-    )
-    percent = rule.fee_percent if rule else Decimal(0)
+    percent = cancellation_fee_percent(reservation.cancellation_terms, notice_hours)
     fee = round_money(
         reservation.unit_price
         * placed_gpu_hours(reservation, start=release_from)
@@ -502,7 +554,7 @@ def reservation_cancel(
     reservation = _lock_reservation(tenant, reservation_id)
     if reservation.status == Reservation.Status.CANCELLED:
         return reservation
-    if reservation.status == Reservation.Status.HELD and reservation.hold_expires_at <= now:
+    if reservation.status == Reservation.Status.HELD and _lapsed(reservation, now):
         _expire(reservation)
         events.reservation_event("quote.expired", reservation, now=now)
         return reservation

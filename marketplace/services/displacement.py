@@ -27,6 +27,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from uuid import UUID
 
 from django.db import transaction
 from django.db.models import Case, F, IntegerField, Q, QuerySet, Value, When
@@ -166,9 +167,9 @@ def _due(incident: Incident, now: datetime) -> bool:
 
 def policy_order() -> list:
     """The ``order_by`` terms of the displacement policy, ending in a stable tie-break."""
-    terms = []
+    terms: list = []
     for order in DisplacementRule.objects.values_list("order", flat=True):
-        terms += _ORDERINGS.get(order, [])
+        terms += _ORDERINGS.get(DisplacementRule.Order(order), [])
     return [*terms, F("created_at").desc(), F("pk").asc()]
 
 
@@ -226,10 +227,10 @@ def displacement_preview(
 ) -> list[tuple[Reservation, int]]:
     """Who an incident of ``gpus`` on the pool for [start, end) would take GPUs from, before it
     is recorded (the admin asks for confirmation with this)."""
-    rows = PoolHour.objects.filter(pool=pool, booked__gt=0, hour__gte=start)
+    query = PoolHour.objects.filter(pool=pool, booked__gt=0, hour__gte=start)
     if end is not None:
-        rows = rows.filter(hour__lt=end)
-    rows = list(rows)
+        query = query.filter(hour__lt=end)
+    rows = list(query)
     capacity = capacity_selectors.capacity_for_hours(pool, [row.hour for row in rows])
     excess = {
         row.hour: row.booked - max(0, capacity[row.hour] - gpus)
@@ -360,7 +361,7 @@ def target_pools(reservation: Reservation, lost_from: CapacityPool) -> list[Capa
         CapacityPool.objects.select_related("region")
         .filter(
             gpu_model_id=lost_from.gpu_model_id,
-            currency=reservation.currency,
+            prices__currency=reservation.currency,  # sold in the reservation's currency
             status=CapacityPool.Status.ACTIVE,
         )
         .exclude(pk=lost_from.pk)
@@ -397,7 +398,7 @@ def _free_snapshot(pools: list[CapacityPool], start: datetime, end: datetime) ->
 
 
 def _displace_one(
-    incident: Incident, reservation_id: object, now: datetime, targets_cache: dict, *, settle: bool
+    incident: Incident, reservation_id: UUID, now: datetime, targets_cache: dict, *, settle: bool
 ) -> tuple[int, int]:
     """Deal with one reservation in one transaction; returns GPU-hours (moved, lost).
     Raises _RoomTaken when a planned target filled up meanwhile, unless ``settle`` (then what
@@ -412,10 +413,12 @@ def _displace_one(
             .select_related(*RESERVATION_DISPLAY)
             .get(pk=reservation_id)
         )
-        own = Placement.objects.filter(reservation=reservation, pool=pool, end__gt=incident.start)
+        placed = Placement.objects.filter(
+            reservation=reservation, pool=pool, end__gt=incident.start
+        )
         if incident.end is not None:
-            own = own.filter(start__lt=incident.end)
-        own = list(own.values_list("start", "end"))
+            placed = placed.filter(start__lt=incident.end)
+        own = list(placed.values_list("start", "end"))
         if not own:
             return 0, 0
         lo = max(incident.start, min(start for start, _ in own))

@@ -28,9 +28,16 @@ def placement_add(
     claims before its row exists, so that a full pool is refused first)."""
     if not claimed:
         capacity_claim(pool_id=pool_id, start=start, end=end, gpus=gpus)
-    before = Placement.objects.filter(
-        reservation=reservation, pool_id=pool_id, end=start, gpus=gpus, incident_id=incident_id
-    ).first()
+    adjacent = Placement.objects.filter(
+        reservation=reservation,
+        pool_id=pool_id,
+        end=start,
+        gpus=gpus,
+        incident__isnull=incident_id is None,
+    )
+    if incident_id is not None:
+        adjacent = adjacent.filter(incident_id=incident_id)
+    before = adjacent.first()
     if before is not None:
         before.end = end
         before.save(update_fields=["end"])
@@ -105,31 +112,27 @@ def placements_move(
     for ((pool_id, _), hour), gpus in added.items():
         deltas[pool_id, hour] += gpus
     ledger_shift(dict(deltas))
-    rows = []
-    for (pool_id, incident_id), hours in profile.items():
-        run = None  # [start, end, gpus] of the placement being built
+    rows: list[Placement] = []
+    for (placed_pool, cause), hours in profile.items():
+        run: Placement | None = None  # the placement being built
         for hour in sorted(hours):
-            gpus = hours[hour]
-            if run is not None and run[1] == hour and run[2] == gpus:
-                run[1] = hour + HOUR
+            held = hours[hour]
+            if run is not None and run.end == hour and run.gpus == held:
+                run.end = hour + HOUR
                 continue
-            if run is not None:
-                rows.append((pool_id, incident_id, *run))
-            run = [hour, hour + HOUR, gpus] if gpus else None
-        if run is not None:
-            rows.append((pool_id, incident_id, *run))
+            run = None
+            if held:
+                run = Placement(
+                    reservation=reservation,
+                    pool_id=placed_pool,
+                    incident_id=cause,
+                    start=hour,
+                    end=hour + HOUR,
+                    gpus=held,
+                )
+                rows.append(run)
     Placement.objects.filter(reservation=reservation).delete()
-    Placement.objects.bulk_create(
-        Placement(
-            reservation=reservation,
-            pool_id=pool_id,
-            incident_id=incident_id,
-            start=start,
-            end=end,
-            gpus=gpus,
-        )
-        for pool_id, incident_id, start, end, gpus in sorted(rows, key=lambda row: row[2])
-    )
+    Placement.objects.bulk_create(sorted(rows, key=lambda placement: placement.start))
 
 
 def placed_gpu_hours(

@@ -3,6 +3,8 @@
 import hashlib
 import secrets
 from datetime import timedelta
+from decimal import Decimal
+from typing import cast
 
 from django.db import transaction
 from django.db.models import QuerySet
@@ -11,6 +13,7 @@ from django.utils.text import slugify
 from core.errors import InvalidInput
 from core.timeutils import utcnow
 from marketplace import events
+from marketplace.errors import CurrencyLocked
 from marketplace.models import ApiKey, Tenant
 
 KEY_PREFIX = "gpum"
@@ -39,6 +42,59 @@ def tenant_create(*, name: str, slug: str | None = None, **fields: object) -> Te
     tenant.full_clean()
     tenant.save()
     return tenant
+
+
+# What fixes a tenant's billing currency: money recorded in it. Read through the tenant's
+# reverse relations (billing's ``LedgerEntry.tenant`` and ``Invoice.tenant`` declare
+# ``ledger_entries`` and ``invoices``), so the marketplace imports nothing of billing here.
+HISTORY_RELATIONS = ("reservations", "ledger_entries", "invoices")
+
+
+def tenant_has_history(tenant: Tenant) -> bool:
+    """Whether the tenant has reservations (quotes included), ledger entries or invoices."""
+    if tenant.pk is None:
+        return False
+    return any(
+        getattr(tenant, name).exists() for name in HISTORY_RELATIONS if hasattr(tenant, name)
+    )
+
+
+def tenant_currency_check(*, tenant: Tenant, currency: str) -> None:
+    """Raise CurrencyLocked when ``tenant`` may not change to ``currency``: its currency is
+    fixed once it has history (its prices, balance and invoices are in that currency).
+    Choosing the currency it already has is always fine."""
+    if currency == tenant.currency or not tenant_has_history(tenant):
+        return
+    raise CurrencyLocked(
+        f"{tenant.name} is billed in {tenant.currency} and already has reservations, ledger "
+        f"entries or invoices in it: its currency cannot change to {currency}. Create a new "
+        f"tenant to be billed in {currency}.",
+        fields={
+            "currency": [
+                {
+                    "code": "currency_locked",
+                    "message": f"Fixed at {tenant.currency}: the tenant has history.",
+                }
+            ]
+        },
+        extra={"currency": tenant.currency},
+    )
+
+
+@transaction.atomic
+def tenant_update(*, tenant: Tenant, **changes: object) -> Tenant:
+    """The operator's edit of a tenant's fields. The billing currency is fixed once the tenant
+    has history: changing it then raises CurrencyLocked (409) and changes nothing. Runs under
+    the tenant row lock, which a booking takes too, so no reservation can slip in between
+    the check and the change."""
+    locked = Tenant.objects.select_for_update(of=("self",)).get(pk=tenant.pk)
+    if "currency" in changes:
+        tenant_currency_check(tenant=locked, currency=str(changes["currency"]))
+    for field, value in changes.items():
+        setattr(locked, field, value)
+    locked.full_clean()
+    locked.save()
+    return locked
 
 
 @transaction.atomic
@@ -81,7 +137,7 @@ def tenant_settings_update(
     if ending_soon_lead is not None:
         locked.ending_soon_lead = ending_soon_lead
     if "low_balance_threshold" in changes:
-        locked.low_balance_threshold = changes.pop("low_balance_threshold")
+        locked.low_balance_threshold = cast(Decimal | None, changes.pop("low_balance_threshold"))
         locked.low_balance_alerted = False
     if changes:
         raise InvalidInput(f"Unknown settings: {', '.join(sorted(changes))}.")

@@ -20,6 +20,8 @@ PAID_AT = at(5, 9, month=4)
 # How the admin shows those instants (UTC).
 FINALIZED_SHOWN = "April 3, 2026, 1 a.m."
 PAID_SHOWN = "April 5, 2026, 9 a.m."
+DUE_SHOWN = "May 3, 2026, 1 a.m."  # finalized + 30 days (net 30)
+AFTER_DUE = at(4, 9, month=5)
 
 
 @pytest.fixture
@@ -59,7 +61,10 @@ def test_the_billing_lists_show_each_document_with_its_figures(admin_client, set
     invoice = str(settled)  # "INV-2026-000001 (<tenant id>)"
     reservation = str(settled.lines.get().reservation)
 
-    assert rows(page(admin_client, "billing_invoice_changelist")) == [
+    with time_machine.travel(AFTER_DUE, tick=False):
+        invoices = page(admin_client, "billing_invoice_changelist")
+        accounts = page(admin_client, "billing_tenantaccount_changelist")
+    assert rows(invoices) == [
         {
             "__str__": invoice,
             "tenant": "Acme AI",
@@ -69,6 +74,8 @@ def test_the_billing_lists_show_each_document_with_its_figures(admin_client, set
             "total": "240.00",
             "amount_due": "130.00",  # 240.00 - 100.00 paid - 10.00 credited
             "finalized_at": FINALIZED_SHOWN,
+            "due_at": DUE_SHOWN,
+            "overdue": "True",
         }
     ]
     usage = rows(page(admin_client, "billing_usagerecord_changelist"))
@@ -100,6 +107,7 @@ def test_the_billing_lists_show_each_document_with_its_figures(admin_client, set
             "received_at": PAID_SHOWN,
             "invoice": invoice,
             "tenant": "Acme AI",
+            "method": "Bank transfer",
             "amount": "100.00",
             "currency": "USD",
             "reference": "w-1",
@@ -116,7 +124,7 @@ def test_the_billing_lists_show_each_document_with_its_figures(admin_client, set
             "currency": "USD",
         }
     ]
-    assert rows(page(admin_client, "billing_tenantaccount_changelist")) == [
+    assert rows(accounts) == [
         {
             "name": "Acme AI",
             "currency": "USD",
@@ -124,6 +132,7 @@ def test_the_billing_lists_show_each_document_with_its_figures(admin_client, set
             "ledger_balance": "-130.00",  # -240.00 invoiced + 100.00 paid + 10.00 credited
             "uninvoiced": "0.00",
             "credit_available": "999870.00",
+            "overdue": "130.00",
         }
     ]
     charges = page(admin_client, "billing_charge_changelist")
@@ -133,7 +142,8 @@ def test_the_billing_lists_show_each_document_with_its_figures(admin_client, set
 
 @pytest.mark.django_db
 def test_the_invoice_page_shows_its_amounts_lines_credit_notes_and_payments(admin_client, settled):
-    response = page(admin_client, "billing_invoice_change", settled.pk)
+    with time_machine.travel(PAID_AT, tick=False):  # before the due date
+        response = page(admin_client, "billing_invoice_change", settled.pk)
 
     assert headings(response)["h1"] == "View invoice"
     assert headings(response)["h2"] == str(settled)
@@ -155,8 +165,10 @@ def test_the_invoice_page_shows_its_amounts_lines_credit_notes_and_payments(admi
         "amount_paid": "100.00",
         "amount_credited": "10.00",
         "amount_due": "130.00",
+        "overdue": "False",
         "built_at": FINALIZED_SHOWN,
         "finalized_at": FINALIZED_SHOWN,
+        "due_at": DUE_SHOWN,
         "paid_at": "-",
         "voided_at": "-",
         "void_reason": "-",
@@ -187,7 +199,13 @@ def test_the_invoice_page_shows_its_amounts_lines_credit_notes_and_payments(admi
         }
     ]
     assert rows(response, within="payments-group") == [
-        {"received_at": PAID_SHOWN, "reference": "w-1", "amount": "100.00", "recorded_by": "ops"}
+        {
+            "received_at": PAID_SHOWN,
+            "method": "Bank transfer",
+            "reference": "w-1",
+            "amount": "100.00",
+            "recorded_by": "ops",
+        }
     ]
 
 
@@ -238,7 +256,8 @@ def test_the_document_pages_show_their_fields(admin_client, settled):
 
 @pytest.mark.django_db
 def test_the_tenant_account_page_shows_the_balance_and_the_ledger(admin_client, settled):
-    response = page(admin_client, "billing_tenantaccount_change", settled.tenant_id)
+    with time_machine.travel(AFTER_DUE, tick=False):
+        response = page(admin_client, "billing_tenantaccount_change", settled.tenant_id)
 
     assert headings(response)["h2"] == "Acme AI"
     assert form_values(response) == {
@@ -247,6 +266,7 @@ def test_the_tenant_account_page_shows_the_balance_and_the_ledger(admin_client, 
         "credit_limit": "1000000.00",
         "ledger_balance": "-130.00",
         "uninvoiced": "0.00",
+        "overdue": "130.00",
     }
     assert [
         (row["kind"], row["amount"], row["reference"], row["memo"])
@@ -338,6 +358,25 @@ def test_an_operator_tops_up_a_tenant_with_the_admin_action(admin_client, tenant
     assert credit.ledger_balance(tenant=tenant) == Decimal("500.00")
 
 
+MARGIN_COLUMNS = [
+    "month",
+    "provider",
+    "currency",
+    "sold_gpu_hours",
+    "idle_gpu_hours",
+    "invoiced_revenue",
+    "credit_notes",
+    "revenue",
+    "sold_cost",
+    "idle_cost",
+    "margin",
+    "margin_percent",
+    "not_yet_invoiced",
+    "fx_rates",
+    "missing_fx_rates",
+]
+
+
 @pytest.mark.django_db
 def test_the_reports_page_and_its_csv_downloads(admin_client, finalized, pool):
     provider = pool.region.provider.name
@@ -349,24 +388,51 @@ def test_the_reports_page_and_its_csv_downloads(admin_client, finalized, pool):
     )
 
     assert headings(report_page)["h1"] == "Revenue & utilisation"
-    # 80 GPU-hours sold at 3.00 and bought at 2.00; the 32-GPU pool had 744 h in March, 720 in April
-    assert titled_tables(report_page) == {
-        "Revenue, provider cost and gross margin per provider, pool and month": [
-            {
-                "month": "2026-03",
-                "provider": provider,
-                "pool": "aws-h100",
-                "tier": "primary",
-                "currency": "USD",
-                "gpu_hours": "80",
-                "usage_revenue": "240.00",
-                "cancellation_fees": "0.00",
-                "revenue": "240.00",
-                "provider_cost": "160.00",
-                "gross_margin": "80.00",
-                "margin_percent": "33.33",
-            }
-        ],
+    # 80 GPU-hours sold at 3.00 and bought at 2.00; the 32-GPU pool had 744 h in March, 720 in
+    # April. Idle at 2.00: March 23808 - 80 = 23728 GPU-hours; April up to where metering has
+    # run (3 April 01:00), 49 h x 32 = 1568. March: 240.00 - 160.00 - 47456.00 = -47376.00.
+    margin = {
+        "provider": provider,
+        "currency": "USD",
+        "credit_notes": "0.00",
+        "sold_cost": "0.00",
+        "not_yet_invoiced": "0.00",
+        "fx_rates": "",
+        "missing_fx_rates": "",
+    }
+    margin_rows = [
+        {
+            **margin,
+            "month": "2026-03",
+            "sold_gpu_hours": "80",
+            "idle_gpu_hours": "23728",
+            "invoiced_revenue": "240.00",
+            "revenue": "240.00",
+            "sold_cost": "160.00",
+            "idle_cost": "47456.00",
+            "margin": "-47376.00",
+            "margin_percent": "-19740.00",
+        },
+        {
+            **margin,
+            "month": "2026-04",
+            "sold_gpu_hours": "0",
+            "idle_gpu_hours": "1568",
+            "invoiced_revenue": "0.00",
+            "revenue": "0.00",
+            "idle_cost": "3136.00",
+            "margin": "-3136.00",
+            "margin_percent": "–",
+        },
+    ]
+    tables = titled_tables(report_page)
+    assert tables.pop("Revenue, provider cost and margin per provider and month, in USD") == (
+        margin_rows
+    )
+    assert tables.pop("Revenue, provider cost and margin per provider, pool and month, in USD") == [
+        {**row, "pool": "aws-h100", "tier": "primary"} for row in margin_rows
+    ]
+    assert tables == {
         "Utilisation per pool and month (sold GPU-hours / available GPU-hours)": [
             {
                 "month": month,
@@ -393,16 +459,16 @@ def test_the_reports_page_and_its_csv_downloads(admin_client, finalized, pool):
             }
         ],
     }
-    for report in ("margin", "utilisation", "backup-share"):
+    for report in ("margin", "margin-pools", "utilisation", "backup-share"):
         link = reverse("admin:billing_revenuereport_csv", args=[report])
         assert f'href="{link}?from=2026-03&amp;to=2026-04"' in report_page.content.decode()
     assert csv.status_code == 200
     assert csv["Content-Type"].startswith("text/csv")
     assert csv["Content-Disposition"] == 'attachment; filename="margin-2026-03-2026-03.csv"'
     assert csv.content.decode().splitlines() == [
-        "month,provider,pool,tier,currency,gpu_hours,usage_revenue,cancellation_fees,revenue,"
-        "provider_cost,gross_margin,margin_percent",
-        f"2026-03,{provider},aws-h100,primary,USD,80,240.00,0.00,240.00,160.00,80.00,33.33",
+        ",".join(MARGIN_COLUMNS),
+        f"2026-03,{provider},USD,80,23728,240.00,0.00,240.00,160.00,47456.00,-47376.00,"
+        "-19740.00,0.00,,",
     ]
     missing = reverse("admin:billing_revenuereport_csv", args=["nope"])
     assert admin_client.get(missing).status_code == 404

@@ -12,6 +12,7 @@ from billing.services.metering import meter_usage
 from tests.billing.conftest import at, reserve, tenant_client
 
 AFTER_GRACE = at(3, 1, month=4)
+AFTER_DUE = at(4, month=5)  # March's invoice is due on 3 May (net 30)
 
 
 @pytest.fixture
@@ -35,7 +36,8 @@ def billed(tenant, other_tenant, pool):
 
 @pytest.mark.django_db
 def test_a_tenant_lists_its_own_invoices_newest_first(tenant, billed):
-    response = tenant_client(tenant).get("/api/v1/invoices/")
+    with time_machine.travel(AFTER_DUE, tick=False):
+        response = tenant_client(tenant).get("/api/v1/invoices/")
 
     assert response.status_code == 200
     body = response.json()
@@ -59,6 +61,8 @@ def test_a_tenant_lists_its_own_invoices_newest_first(tenant, billed):
         "amount_credited": "40.00",
         "amount_due": "200.00",
         "finalized_at": "2026-04-03T01:00:00Z",
+        "due_at": "2026-05-03T01:00:00Z",  # net 30
+        "overdue": True,
         "paid_at": None,
     }
 
@@ -156,7 +160,8 @@ def test_usage_defaults_to_this_month_and_validates_its_range(tenant, billed):
 def test_the_balance_shows_what_the_credit_check_sees(tenant, billed):
     accounts.top_up_create(tenant=tenant, amount=Decimal("50.00"), reference="wire-1")
 
-    response = tenant_client(tenant).get("/api/v1/balance/")
+    with time_machine.travel(AFTER_DUE, tick=False):
+        response = tenant_client(tenant).get("/api/v1/balance/")
 
     assert response.status_code == 200
     # ledger: -240.00 invoice + 40.00 credit note + 50.00 top-up; April's 2 hours (48.00) are
@@ -169,6 +174,7 @@ def test_the_balance_shows_what_the_credit_check_sees(tenant, billed):
         "uninvoiced_commitments": "48.00",
         "credit_available": "999802.00",
         "outstanding_invoices": "200.00",
+        "overdue_invoices": "200.00",
     }
 
 

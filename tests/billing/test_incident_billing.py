@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+import time_machine
 
 from billing.models import CreditNote, Invoice, SlaCredit, UsageRecord
 from billing.tasks import draft_invoices_task, finalize_invoices_task, meter_usage_task
@@ -30,9 +31,15 @@ def at(hour: int) -> datetime:
     return DAY.replace(hour=hour)
 
 
+def meter(until: datetime) -> None:
+    """The metering task as the schedule runs it at ``until`` (it never meters past now)."""
+    with time_machine.travel(until, tick=False):
+        meter_usage_task(until=until.isoformat())
+
+
 def close_december(now: datetime = CLOSE) -> None:
     """What the schedule runs: meter (and correct), draft, finalize (and SLA credits)."""
-    meter_usage_task(until=now.isoformat())
+    meter(now)
     draft_invoices_task(now=now.isoformat())
     finalize_invoices_task(now=now.isoformat())
 
@@ -133,13 +140,13 @@ def test_an_outage_found_after_metering_drops_the_hours_from_the_draft(twins, po
     hit, _ = twins
     book(hit, booking(gpus=16, start=at(9), hours=8), now=BOOKED)
     evening = at(20)
-    meter_usage_task(until=evening.isoformat())
+    meter(evening)
     draft_invoices_task(now=evening.isoformat())
     assert december_invoice(hit).total == Decimal("384.00")
 
     # when at 21:00 an outage of 09-11 is recorded (found late) and the jobs run again
     outage(pool, 32, at(9), at(11), now=at(21))
-    meter_usage_task(until=at(22).isoformat())
+    meter(at(22))
     draft_invoices_task(now=at(22).isoformat())
 
     # then the draft no longer bills the 32 lost GPU-hours
@@ -160,8 +167,8 @@ def test_an_outage_found_after_the_invoice_was_issued_gives_a_credit_note(twins,
     # when an outage of 09-11 on December 7 is recorded on January 3 and metering runs
     later = CLOSE + timedelta(hours=2)
     outage(pool, 32, at(9), at(11), now=later)
-    meter_usage_task(until=later.isoformat())
-    meter_usage_task(until=(later + timedelta(hours=1)).isoformat())
+    meter(later)
+    meter(later + timedelta(hours=1))
 
     # then the invoice stays as issued and one correction credit note gives back the 32
     # GPU-hours (96.00) it billed but were never delivered

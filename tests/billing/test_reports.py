@@ -2,8 +2,14 @@ from decimal import Decimal
 
 import pytest
 
+from billing.services.invoicing import invoices_draft, invoices_finalize_due
 from billing.services.metering import meter_usage
-from billing.services.reports import backup_share_report, margin_report, utilisation_report
+from billing.services.reports import (
+    backup_share_report,
+    margin_pools_report,
+    margin_report,
+    utilisation_report,
+)
 from marketplace.models import Reservation
 from tests.billing.conftest import APRIL, MARCH, at, displace, incident_record, reserve
 from tests.factories import CapacityPoolFactory
@@ -29,28 +35,62 @@ def march_usage(tenant, pool, backup_pool):
     meter_usage(until=APRIL)
 
 
+def issue_march_invoices() -> None:
+    """March's invoices, issued on 3 April after the grace period."""
+    invoices_draft(now=at(3, 1, month=4))
+    invoices_finalize_due(now=at(3, 1, month=4))
+
+
+def margin_rows(**kwargs) -> dict[str, dict[str, object]]:
+    report = margin_pools_report(start=MARCH, end=APRIL, **kwargs)
+    return {row[2]: dict(zip(report.columns, row, strict=True)) for row in report.rows}
+
+
 @pytest.mark.django_db
 def test_margin_per_provider_pool_and_month(march_usage, pool, backup_pool):
-    report = margin_report(start=MARCH, end=APRIL)
+    # Before March is invoiced its usage and fee are not revenue yet, but their cost is.
+    drafts = margin_rows()
+    assert drafts["aws-h100"]["invoiced_revenue"] == Decimal("0.00")
+    assert drafts["aws-h100"]["not_yet_invoiced"] == Decimal("252.00")
+
+    issue_march_invoices()
+    report = margin_pools_report(start=MARCH, end=APRIL)
 
     rows = {row[2]: dict(zip(report.columns, row, strict=True)) for row in report.rows}
+    # 32 GPUs x 744 h = 23808 GPU-hours under contract on each pool. Primary: 80 sold at
+    # 2.00 = 160.00, 23728 idle at 2.00 = 47456.00; revenue 240.00 usage + 12.00 fee;
+    # margin 252.00 - 160.00 - 47456.00 = -47364.00 (-18795.24 % of revenue).
     assert rows["aws-h100"] == {
         "month": "2026-03",
         "provider": pool.region.provider.name,
         "pool": "aws-h100",
         "tier": "primary",
         "currency": "USD",
-        "gpu_hours": Decimal("80"),
-        "usage_revenue": Decimal("240.00"),
-        "cancellation_fees": Decimal("12.00"),
+        "sold_gpu_hours": Decimal("80"),
+        "idle_gpu_hours": Decimal("23728"),
+        "invoiced_revenue": Decimal("252.00"),
+        "credit_notes": Decimal("0.00"),
         "revenue": Decimal("252.00"),
-        "provider_cost": Decimal("160.00"),
-        "gross_margin": Decimal("92.00"),
-        "margin_percent": Decimal("36.51"),
+        "sold_cost": Decimal("160.00"),
+        "idle_cost": Decimal("47456.00"),
+        "margin": Decimal("-47364.00"),
+        "margin_percent": Decimal("-18795.24"),
+        "not_yet_invoiced": Decimal("0.00"),
+        "fx_rates": "",
+        "missing_fx_rates": "",
     }
+    # Backup: 40 sold at 1.50 = 60.00, 23768 idle at 1.50 = 35652.00; revenue 80.00.
     assert rows["azure-h100-backup"]["revenue"] == Decimal("80.00")
-    assert rows["azure-h100-backup"]["gross_margin"] == Decimal("20.00")
+    assert rows["azure-h100-backup"]["idle_cost"] == Decimal("35652.00")
+    assert rows["azure-h100-backup"]["margin"] == Decimal("-35632.00")
     assert report.to_csv().splitlines()[0] == ",".join(report.columns)
+    # The per-provider report sums a provider's pools (here one pool each).
+    by_provider = margin_report(start=MARCH, end=APRIL)
+    margin = by_provider.columns.index("margin")
+    assert {row[1]: row[margin] for row in by_provider.rows} == {
+        pool.region.provider.name: Decimal("-47364.00"),
+        backup_pool.region.provider.name: Decimal("-35632.00"),
+    }
 
 
 @pytest.mark.django_db
@@ -102,18 +142,24 @@ def test_usage_moved_by_an_incident_counts_on_the_pool_it_ran_on(tenant, pool, b
     )
     meter_usage(until=APRIL)
 
-    margin = {row[2]: row for row in margin_report(start=MARCH, end=APRIL).rows}
+    issue_march_invoices()
+
+    margin = margin_rows()
     sold = {row[2]: row[5] for row in utilisation_report(start=MARCH, end=APRIL).rows}
 
-    # then the backup pool sold 32 GPU-hours at the reservation's price and its own cost
-    assert margin["azure-h100-backup"][5:10] == [
+    # then the backup pool sold 32 GPU-hours at the reservation's price and its own cost: the
+    # invoice's one line (240.00) is split by where the hours ran, 96.00 and 144.00
+    figures = ["sold_gpu_hours", "invoiced_revenue", "sold_cost"]
+    assert [margin["azure-h100-backup"][name] for name in figures] == [
         Decimal("32"),
-        Decimal("96.00"),
-        Decimal("0.00"),
         Decimal("96.00"),
         Decimal("48.00"),
     ]
-    assert margin["aws-h100"][5] == Decimal("48")
+    assert [margin["aws-h100"][name] for name in figures] == [
+        Decimal("48"),
+        Decimal("144.00"),
+        Decimal("96.00"),
+    ]
     assert sold == {"aws-h100": Decimal("48"), "azure-h100-backup": Decimal("32")}
 
 

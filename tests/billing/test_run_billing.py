@@ -21,7 +21,9 @@ def test_run_billing_meters_drafts_and_finalizes_a_month_by_hand(tenant, pool):
     reserve(tenant=tenant, pool=pool, start=at(30, 12), hours=48)
 
     first = run_billing("--until", "2026-04-01T00:30:00Z")
-    forced = run_billing("--until", "2026-04-01T05:00:00Z", "--finalize", "2026-03")
+    with pytest.raises(CommandError, match="may be finalized from 2026-04-03 00:00 UTC"):
+        run_billing("--until", "2026-04-01T05:00:00Z", "--finalize", "2026-03")
+    forced = run_billing("--until", "2026-04-03T05:00:00Z", "--finalize", "2026-03")
 
     assert first.splitlines() == [
         "Metered until 2026-04-01T00:00Z: 36 usage records, 0 charges.",
@@ -30,7 +32,12 @@ def test_run_billing_meters_drafts_and_finalizes_a_month_by_hand(tenant, pool):
         "Finalized after grace: 0.",
         "SLA credit notes issued: 0.",
     ]
-    assert forced.splitlines()[-2:] == ["Finalized for 2026-03: 1.", "SLA credit notes issued: 0."]
+    # the grace period is over: the scheduled finalization issues March before --finalize does
+    assert forced.splitlines()[-3:] == [
+        "Finalized after grace: 1.",
+        "Finalized for 2026-03: 0.",
+        "SLA credit notes issued: 0.",
+    ]
     assert dict(Invoice.objects.values_list("period_start", "status")) == {
         at(1): "finalized",
         at(1, month=4): "draft",
@@ -59,6 +66,7 @@ def test_the_billing_schedule_is_installed_and_editable_in_the_admin():
         "billing.tasks.meter_usage_task": "*",
         "billing.tasks.draft_invoices_task": "*",
         "billing.tasks.finalize_invoices_task": "1",
+        "billing.tasks.suspend_overdue_tenants_task": "2",
     }
 
 

@@ -94,7 +94,6 @@ def catalogue() -> CapacityPool:
                 "gpus_per_node": "8",
                 "total_gpus": "32",
                 "reserved_gpus": "8",
-                "price_per_gpu_hour": "3.0000",
                 "cost_per_gpu_hour": "2.0000",
                 "currency": "USD",
                 "available_until": "Jan. 1, 2028, midnight",
@@ -176,9 +175,18 @@ def test_the_pool_page_shows_the_pool_its_derived_size_and_its_open_incidents(
         "available_until_1": "00:00:00",
         "currency": "USD",
         "cost_per_gpu_hour": "2.0000",
-        "price_per_gpu_hour": "3.0000",
+        # the price book, editable: one list price per currency
+        "prices-0-currency": "USD",
+        "prices-0-price_per_gpu_hour": "3.0000",
     }
     assert values["total_gpus"] == "32"  # read-only, derived by the database
+    assert inline_headings(response, "prices-group") == ["List prices (price book)"]
+    # the cost history, read-only: the cost in force since the start of the contract
+    assert rows(response, within="cost_rates-group") == [
+        {"effective_from": "Jan. 1, 2026, midnight", "cost_per_gpu_hour": "2.0000"}
+    ]
+    assert inline_headings(response, "cost_rates-group") == ["Cost history"]
+    assert not [name for name in values if name.startswith("cost_rates-")]
     # the open outage and the coming maintenance are listed, read-only, under their heading
     assert rows(response, within="incidents-group") == [
         {
@@ -229,6 +237,20 @@ def inline_headings(response, within: str) -> list[str]:
     return walk(parse_html(response.content.decode()), False)
 
 
+def price_rows(pool: CapacityPool) -> dict:
+    """The price book inline of the pool page, posted back as shown."""
+    prices = list(pool.prices.order_by("currency"))
+    data = {"prices-TOTAL_FORMS": str(len(prices)), "prices-INITIAL_FORMS": str(len(prices))}
+    for i, price in enumerate(prices):
+        data |= {
+            f"prices-{i}-id": str(price.pk),
+            f"prices-{i}-pool": str(pool.pk),
+            f"prices-{i}-currency": price.currency,
+            f"prices-{i}-price_per_gpu_hour": str(price.price_per_gpu_hour),
+        }
+    return data
+
+
 def pool_form(pool: CapacityPool, **changes) -> dict:
     data = {
         "slug": pool.slug,
@@ -249,7 +271,10 @@ def pool_form(pool: CapacityPool, **changes) -> dict:
         "available_until_1": "00:00:00",
         "currency": "USD",
         "cost_per_gpu_hour": "2.0000",
-        "price_per_gpu_hour": "3.0000",
+        # the inlines as the page shows them: the price book, the cost history, the incidents
+        **price_rows(pool),
+        "cost_rates-TOTAL_FORMS": "0",
+        "cost_rates-INITIAL_FORMS": "0",
         "incidents-TOTAL_FORMS": "0",
         "incidents-INITIAL_FORMS": "0",
     }

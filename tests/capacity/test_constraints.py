@@ -6,7 +6,7 @@ from decimal import Decimal
 import pytest
 from django.db.models import F
 
-from capacity.models import CapacityPool, Incident, PoolHour, Region
+from capacity.models import CapacityPool, Incident, PoolCostRate, PoolHour, Region
 from core.timeutils import HOUR
 from tests.db_helpers import raises_constraint
 from tests.factories import CapacityPoolFactory, ProviderFactory, RegionFactory
@@ -24,7 +24,6 @@ START = datetime(2026, 6, 1, tzinfo=UTC)
         ({"reserved_gpus": 33}, "pool_reserved_within_total"),  # 8 x 4 = 32 GPUs in the pool
         ({"available_until": datetime(2025, 1, 1, tzinfo=UTC)}, "pool_window_ordered"),
         ({"cost_per_gpu_hour": Decimal("-0.01")}, "pool_cost_nonnegative"),
-        ({"price_per_gpu_hour": Decimal("-1")}, "pool_price_nonnegative"),
         ({"tier": "gold"}, "pool_tier_valid"),
         ({"status": "paused"}, "pool_status_valid"),
     ],
@@ -35,6 +34,19 @@ def test_the_database_rejects_an_invalid_pool(changes, constraint):
     with raises_constraint(constraint):
         CapacityPool.objects.filter(pk=pool.pk).update(**changes)
     assert not CapacityPool.objects.filter(pk=pool.pk, **changes).exists()
+
+
+def test_the_database_rejects_a_negative_cost_rate_and_a_second_rate_from_the_same_hour():
+    pool = CapacityPoolFactory()  # its first rate is in force from the start of its contract
+    with raises_constraint("cost_rate_nonnegative"):
+        PoolCostRate.objects.create(
+            pool=pool, effective_from=START, cost_per_gpu_hour=Decimal("-0.01")
+        )
+    with raises_constraint("cost_rate_unique"):
+        PoolCostRate.objects.create(
+            pool=pool, effective_from=pool.available_from, cost_per_gpu_hour=Decimal("1")
+        )
+    assert PoolCostRate.objects.filter(pool=pool).count() == 1
 
 
 def test_a_valid_pool_change_is_accepted():

@@ -148,6 +148,10 @@ def pages(model: str, objects: dict) -> tuple[list[dict[str, str]], dict[str, st
                 "cancellation_reason": "-",
                 "scope": "-",
                 "ending_soon_notified_at": "-",
+                # the terms booked under: the migration's default policy
+                "commitment_percent": "0.00",
+                "cancellation_terms": '[{"fee_percent": "0.00", "min_notice_hours": 24}, '
+                '{"fee_percent": "50.00", "min_notice_hours": 0}]',
             },
         ),
         "commitmentdiscount": (

@@ -10,7 +10,7 @@ import time_machine
 
 from capacity.models import PoolHour
 from events.models import Event
-from marketplace.models import IdempotencyRecord, Reservation
+from marketplace.models import IdempotencyRecord, PoolPrice, Reservation
 from marketplace.services import booking as svc
 from tests.factories import CapacityPoolFactory, ProviderFactory, RegionFactory, TenantFactory
 from tests.marketplace.api_helpers import tenant_client
@@ -117,8 +117,9 @@ def test_availability_lists_every_pool_that_fits_cheapest_first(api, catalogue):
 
 def test_availability_puts_primary_before_backup_at_equal_price(api, catalogue):
     # given the backup pool costs as much as the primary one
-    catalogue["aws-euw1-backup"].price_per_gpu_hour = Decimal("3.0000")
-    catalogue["aws-euw1-backup"].save()
+    PoolPrice.objects.filter(pool=catalogue["aws-euw1-backup"]).update(
+        price_per_gpu_hour=Decimal("3.0000")
+    )
     # when searching
     response = api.get(
         "/api/v1/availability/",
@@ -453,6 +454,11 @@ def test_a_full_booking_request_is_confirmed_at_once(api, pool):
         "total_price": "96.00",
         "charge": "96.00",
         "cancellation_fee": "0.00",
+        "commitment_percent": "0.00",
+        "cancellation_terms": [
+            {"min_notice_hours": 24, "fee_percent": "0.00"},
+            {"min_notice_hours": 0, "fee_percent": "50.00"},
+        ],
         "currency": "USD",
         "expires_at": None,
         "created_at": "2026-12-01T08:30:00Z",
@@ -503,8 +509,9 @@ def test_a_booking_off_the_hour_is_an_invalid_window(api, pool):
 
 def test_a_booking_goes_to_the_cheapest_pool_and_primary_wins_a_tie(api, catalogue):
     # given the backup pool costs as much as the cheapest primary
-    catalogue["aws-euw1-backup"].price_per_gpu_hour = Decimal("3.0000")
-    catalogue["aws-euw1-backup"].save()
+    PoolPrice.objects.filter(pool=catalogue["aws-euw1-backup"]).update(
+        price_per_gpu_hour=Decimal("3.0000")
+    )
     # when booking without a location
     response = api.post("/api/v1/reservations/", body(), format="json")
     # then the primary pool at that price takes it

@@ -26,7 +26,7 @@ from marketplace.errors import (
     QuoteExpired,
     TenantSuspended,
 )
-from marketplace.models import Reservation, Tenant
+from marketplace.models import PoolPrice, Reservation, Tenant
 from marketplace.services import booking as svc
 from tests.factories import CapacityPoolFactory, TenantFactory
 from tests.marketplace.conftest import MONDAY_9, NOW, booking
@@ -557,7 +557,7 @@ def test_totals_are_rounded_half_up_to_the_cent(tenant):
 
 def test_unit_prices_are_rounded_half_up_to_four_decimals(pool):
     # given a 1.0001 list price and a 50 % tenant discount (0.50005)
-    CapacityPool.objects.filter(pk=pool.pk).update(price_per_gpu_hour=Decimal("1.0001"))
+    PoolPrice.objects.filter(pool=pool).update(price_per_gpu_hour=Decimal("1.0001"))
     tenant = TenantFactory(discount_percent=Decimal("50.00"))
 
     # when 8 GPUs are booked for 4 hours
@@ -807,7 +807,7 @@ def test_a_finished_reservation_cannot_be_cancelled(tenant, pool):
 def test_extending_into_free_hours_claims_them_at_the_locked_unit_price(tenant, pool):
     # given 8 GPUs 09-13 at 3.00, after which the pool's list price rises to 5.00
     reservation = book(tenant, booking(gpus=8, start=at(9), hours=4))
-    pool_update(pool=pool, price_per_gpu_hour=Decimal("5.0000"), now=NOW)
+    PoolPrice.objects.filter(pool=pool, currency="USD").update(price_per_gpu_hour=Decimal("5"))
 
     # when it is extended to 15:00
     extended = extend(tenant, reservation, at(15))

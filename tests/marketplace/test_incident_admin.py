@@ -716,7 +716,7 @@ def test_the_incident_list_works_on_the_sqlite_development_setup(tmp_path):
         from django.test import Client
         from django.test.utils import setup_test_environment
         from capacity.models import CapacityPool, GpuModel, Provider, Region
-        from marketplace.models import Displacement
+        from marketplace.models import Displacement, PoolPrice
         from marketplace.services.booking import BookingRequest, reservation_create
         from marketplace.services.displacement import incident_record
         from marketplace.services.tenants import tenant_create
@@ -734,10 +734,12 @@ def test_the_incident_list_works_on_the_sqlite_development_setup(tmp_path):
             CapacityPool.objects.create(
                 slug=slug, region=region, gpu_model=model, gpus_per_node=8, node_count=nodes,
                 available_from=now - timedelta(days=30), available_until=now + timedelta(days=90),
-                cost_per_gpu_hour=Decimal(cost), price_per_gpu_hour=Decimal("3"),
+                cost_per_gpu_hour=Decimal(cost),
             )
             for slug, nodes, cost in (("pool-a", 2, "1"), ("pool-b", 1, "2"))
         ]
+        for pool in pools:
+            PoolPrice.objects.create(pool=pool, currency="USD", price_per_gpu_hour=Decimal("3"))
         tenant = tenant_create(name="Smoke", credit_limit=Decimal("100000"))
         request = BookingRequest(gpu_model="h100-sxm-80gb", gpu_count=16, start=start,
                                  end=start + timedelta(hours=4))

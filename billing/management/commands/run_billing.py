@@ -1,8 +1,9 @@
 """``python manage.py run_billing [--until ISO] [--finalize YYYY-MM]``: what the beat tasks do,
-by hand, with progress bars: meter usage up to ``--until`` (default now), apply the usage
-corrections of incidents recorded after metering, build the drafts, finalize the drafts past
-their grace period — and with ``--finalize``, that month's drafts now, without waiting for the
-grace period — and issue the SLA credits of the months closed."""
+by hand, with progress bars: meter usage up to ``--until`` (default now; never in the future:
+a later ``--until`` is refused before anything is metered), apply the usage corrections of
+incidents recorded after metering, build the drafts, finalize the drafts past their grace
+period — and with ``--finalize``, that month's drafts, which is refused until the month's end
+plus BILLING_GRACE_DAYS — and issue the SLA credits of the months closed."""
 
 import sys
 from datetime import UTC, datetime
@@ -44,9 +45,16 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser) -> None:
-        parser.add_argument("--until", help="Meter and invoice as of this instant (ISO 8601).")
         parser.add_argument(
-            "--finalize", metavar="YYYY-MM", help="Also finalize this month's drafts now."
+            "--until",
+            help="Meter and invoice as of this instant (ISO 8601; not in the future). "
+            "Default: now.",
+        )
+        parser.add_argument(
+            "--finalize",
+            metavar="YYYY-MM",
+            help="Also finalize this month's drafts (once the month's end plus the billing "
+            "grace period has passed).",
         )
         parser.add_argument("--no-progress", action="store_true", help="No progress bars.")
 
@@ -69,7 +77,10 @@ class Command(BaseCommand):
 
             return start
 
-        metered = meter_usage(until=now)
+        try:
+            metered = meter_usage(until=now)  # refuses an --until in the future, metering nothing
+        except ApplicationError as exc:
+            raise CommandError(f"Nothing metered: {exc.detail}") from exc
         self.stdout.write(
             f"Metered until {metered.until:%Y-%m-%dT%H:%MZ}: {metered.usage_created} usage "
             f"records, {metered.charges_created} charges."

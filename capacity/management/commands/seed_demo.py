@@ -8,12 +8,15 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
-from capacity import demo
+from capacity import demo, services
 from capacity.models import CapacityPool, GpuModel, Provider, Region
 
 
 class Command(BaseCommand):
-    help = "Load demo providers, regions, GPU models and capacity pools (idempotent)."
+    help = (
+        "Load demo providers, regions, GPU models and capacity pools with their list prices "
+        "(idempotent)."
+    )
 
     def add_arguments(self, parser) -> None:
         parser.add_argument(
@@ -49,27 +52,44 @@ class Command(BaseCommand):
                     "architecture": arch,
                 },
             )
-        created_pools = 0
+        created_pools = created_prices = 0
         for row in demo.POOLS:
             slug, provider, region, gpu_model = row[:4]
-            _, created = CapacityPool.objects.get_or_create(
-                slug=slug,
-                defaults={
-                    "region": regions[(provider, region)],
-                    "gpu_model": models[gpu_model],
-                    "name": slug.replace("-", " ").upper(),
-                    **demo.pool_defaults(row),
-                },
-            )
-            created_pools += created
+            pool = CapacityPool.objects.filter(slug=slug).first()
+            if pool is None:
+                pool = services.pool_create(
+                    pool=CapacityPool(
+                        slug=slug,
+                        region=regions[(provider, region)],
+                        gpu_model=models[gpu_model],
+                        name=slug.replace("-", " ").upper(),
+                        **demo.pool_defaults(row),
+                    )
+                )
+                created_pools += 1
+            created_prices += self._seed_prices(pool, demo.pool_prices(row))
         self.stdout.write(
             f"Catalogue: {Provider.objects.count()} providers, {Region.objects.count()} regions, "
             f"{GpuModel.objects.count()} GPU models, {CapacityPool.objects.count()} pools "
-            f"({created_pools} new)."
+            f"({created_pools} new), {created_prices} new list prices."
         )
         self._seed_other_apps()
         if options["operator"]:
             self._operator()
+
+    @staticmethod
+    def _seed_prices(pool: CapacityPool, prices: dict) -> int:
+        """The pool's list prices in the marketplace's price book, through the pools' reverse
+        relation ``prices`` (capacity does not import the marketplace). Prices already in the
+        book are left as they are. Returns how many were added."""
+        book = getattr(pool, "prices", None)
+        if book is None:  # the marketplace is not installed
+            return 0
+        created = 0
+        for currency, price in prices.items():
+            _, new = book.get_or_create(currency=currency, defaults={"price_per_gpu_hour": price})
+            created += new
+        return created
 
     def _seed_other_apps(self) -> None:
         """Demo data of the demand side, when it is installed (capacity does not import it)."""
