@@ -367,7 +367,7 @@ class CancellationRuleAdmin(admin.ModelAdmin):
 
 @admin.register(IdempotencyRecord)
 class IdempotencyRecordAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ["created_at", "tenant", "scope", "key", "status_code", "reservation"]
+    list_display = ["created_at", "tenant", "scope", "key", "reservation"]
     list_filter = ["scope", "tenant"]
     search_fields = ["key", "reservation__id"]
     list_select_related = ["tenant", "reservation"]

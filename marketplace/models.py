@@ -455,15 +455,14 @@ class DisplacementRule(models.Model):
 
 class IdempotencyRecord(models.Model):
     """Remembers the outcome of a write made under an ``Idempotency-Key`` header, so that a retry
-    with the same key and body gets the same reservation and status, and a reuse of the key
-    with another body is refused."""
+    with the same key and body gets the same reservation (and the API the same status), and a
+    reuse of the key with another body is refused."""
 
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
     scope = models.CharField(max_length=50, help_text="Which operation, e.g. reservation.create.")
     key = models.CharField(max_length=200)
     fingerprint = models.CharField(max_length=64, help_text="SHA-256 of the canonical request.")
     reservation = models.ForeignKey(Reservation, on_delete=models.CASCADE, related_name="+")
-    status_code = models.PositiveSmallIntegerField()
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -102,6 +102,8 @@ def _sha256(text: str) -> str:
 
 
 def _written(reservation: Reservation, status_code: int, replayed: bool) -> Response:
+    """The reservation as written; a replay answers with the same status as the first call
+    (the status is the operation's: 201 for a new quote or reservation, 200 for an extension)."""
     response = Response(ReservationSerializer(reservation).data, status=status_code)
     if replayed:
         response["Idempotent-Replayed"] = "true"
@@ -306,13 +308,13 @@ class QuoteCreateApi(APIView):
         body = self.InputSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         booking_request = _booking_request(body.validated_data)
-        reservation, status_code, replayed = booking.quote_create(
+        reservation, replayed = booking.quote_create(
             tenant=_tenant(request),
             request=booking_request,
             idempotency_key=key,
             fingerprint=booking_request.fingerprint(),
         )
-        return _written(reservation, status_code, replayed)
+        return _written(reservation, status.HTTP_201_CREATED, replayed)
 
 
 class ReservationListCreateApi(GenericAPIView):
@@ -390,7 +392,7 @@ class ReservationListCreateApi(GenericAPIView):
             body = QuoteConfirmSerializer(data=request.data)
             body.is_valid(raise_exception=True)
             quote_id = body.validated_data["quote"]
-            reservation, status_code, replayed = booking.quote_confirm(
+            reservation, replayed = booking.quote_confirm(
                 tenant=tenant,
                 quote_id=quote_id,
                 idempotency_key=key,
@@ -400,13 +402,13 @@ class ReservationListCreateApi(GenericAPIView):
             body = BookingRequestSerializer(data=request.data)
             body.is_valid(raise_exception=True)
             booking_request = _booking_request(body.validated_data)
-            reservation, status_code, replayed = booking.reservation_create(
+            reservation, replayed = booking.reservation_create(
                 tenant=tenant,
                 request=booking_request,
                 idempotency_key=key,
                 fingerprint=booking_request.fingerprint(),
             )
-        return _written(reservation, status_code, replayed)
+        return _written(reservation, status.HTTP_201_CREATED, replayed)
 
 
 class ReservationDetailApi(APIView):
@@ -504,14 +506,14 @@ class ReservationExtendApi(APIView):
         body = self.InputSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         new_end = body.validated_data["end"]
-        reservation, status_code, replayed = booking.reservation_extend(
+        reservation, replayed = booking.reservation_extend(
             tenant=_tenant(request),
             reservation_id=reservation_id,
             new_end=new_end,
             idempotency_key=key,
             fingerprint=_sha256(f"extend:{reservation_id}:{new_end.isoformat()}"),
         )
-        return _written(reservation, status_code, replayed)
+        return _written(reservation, status.HTTP_200_OK, replayed)
 
 
 class TenantApi(APIView):

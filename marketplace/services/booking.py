@@ -290,9 +290,7 @@ def _place(tenant: Tenant, request: BookingRequest, *, status: str, now: datetim
     )
 
 
-def _replay(
-    tenant: Tenant, scope: str, key: str | None, fingerprint: str
-) -> tuple[Reservation, int] | None:
+def _replay(tenant: Tenant, scope: str, key: str | None, fingerprint: str) -> Reservation | None:
     if not key:
         return None
     record = IdempotencyRecord.objects.filter(tenant=tenant, scope=scope, key=key).first()
@@ -300,50 +298,39 @@ def _replay(
         return None
     if record.fingerprint != fingerprint:
         raise IdempotencyKeyReused()
-    return Reservation.objects.get(pk=record.reservation_id), record.status_code
+    return Reservation.objects.get(pk=record.reservation_id)
 
 
 def _remember(
-    tenant: Tenant,
-    scope: str,
-    key: str | None,
-    fingerprint: str,
-    reservation: Reservation,
-    status_code: int,
+    tenant: Tenant, scope: str, key: str | None, fingerprint: str, reservation: Reservation
 ) -> None:
     if key:
         IdempotencyRecord.objects.create(
-            tenant=tenant,
-            scope=scope,
-            key=key,
-            fingerprint=fingerprint,
-            reservation=reservation,
-            status_code=status_code,
+            tenant=tenant, scope=scope, key=key, fingerprint=fingerprint, reservation=reservation
         )
 
 
 def _run_once(
     operation: Callable[..., Reservation],
     scope: str,
-    status_code: int,
     *,
     tenant: Tenant,
     idempotency_key: str | None,
     fingerprint: str,
     **kwargs: Any,
-) -> tuple[Reservation, int, bool]:
+) -> tuple[Reservation, bool]:
     """Run ``operation`` under the tenant's lock unless this Idempotency-Key already ran it:
-    a replay with the same request returns the stored outcome, the same key with another
-    request is refused. Returns ``(reservation, status_code, replayed)``."""
+    a replay with the same request returns the reservation as it is now, the same key with
+    another request is refused. Returns ``(reservation, replayed)``."""
     try:
         with transaction.atomic():
             locked = _lock_tenant(tenant)
             replay = _replay(locked, scope, idempotency_key, fingerprint)
             if replay is not None:
-                return (*replay, True)
+                return replay, True
             reservation = operation(tenant=locked, **kwargs)
-            _remember(locked, scope, idempotency_key, fingerprint, reservation, status_code)
-            return reservation, status_code, False
+            _remember(locked, scope, idempotency_key, fingerprint, reservation)
+            return reservation, False
     except IntegrityError:
         # Another request with the same key won the race (the tenant lock makes this rare):
         # answer with its outcome.
@@ -351,23 +338,22 @@ def _run_once(
             replay = _replay(tenant, scope, idempotency_key, fingerprint)
         if replay is None:
             raise
-        return (*replay, True)
+        return replay, True
 
 
-def _idempotent(scope: str, status_code: int):
+def _idempotent(scope: str):
     """Make a tenant-scoped write idempotent per Idempotency-Key (see ``_run_once``). The
     wrapped service takes ``tenant``, ``fingerprint`` and an optional ``idempotency_key`` and
-    returns ``(reservation, status_code, replayed)``."""
+    returns ``(reservation, replayed)``; what that means for HTTP is the view's business."""
 
     def decorator(operation):
         @functools.wraps(operation)
         def run(
             *, tenant: Tenant, idempotency_key: str | None = None, fingerprint: str, **kwargs: Any
-        ) -> tuple[Reservation, int, bool]:
+        ) -> tuple[Reservation, bool]:
             return _run_once(
                 operation,
                 scope,
-                status_code,
                 tenant=tenant,
                 idempotency_key=idempotency_key,
                 fingerprint=fingerprint,
@@ -379,7 +365,7 @@ def _idempotent(scope: str, status_code: int):
     return decorator
 
 
-@_idempotent("quote.create", 201)
+@_idempotent("quote.create")
 def quote_create(
     *, tenant: Tenant, request: BookingRequest, now: datetime | None = None
 ) -> Reservation:
@@ -406,7 +392,7 @@ def quote_create(
     return quote
 
 
-@_idempotent("reservation.create", 201)
+@_idempotent("reservation.create")
 def reservation_create(
     *, tenant: Tenant, request: BookingRequest, now: datetime | None = None
 ) -> Reservation:
@@ -419,7 +405,7 @@ def reservation_create(
     return reservation
 
 
-@_idempotent("reservation.create", 201)
+@_idempotent("reservation.create")
 def _quote_confirm(*, tenant: Tenant, quote_id: object, now: datetime) -> Reservation:
     quote = _lock_reservation(tenant, quote_id, "No such quote.")
     # A hold never outlasts the start of its window (older holds may say later: the start
@@ -447,9 +433,9 @@ def quote_confirm(
     fingerprint: str,
     idempotency_key: str | None = None,
     now: datetime | None = None,
-) -> tuple[Reservation, int, bool]:
+) -> tuple[Reservation, bool]:
     """Turn a held quote into a confirmed reservation (no capacity moves: it is already held).
-    Returns ``(reservation, status_code, replayed)`` like the other idempotent writes.
+    Returns ``(reservation, replayed)`` like the other idempotent writes.
 
     Raises QuoteExpired once the hold has lapsed (at ``hold_expires_at``, never later than the
     window's start: a quote is not confirmed once its window has begun), after releasing it
@@ -578,7 +564,7 @@ def reservation_cancel(
     return reservation
 
 
-@_idempotent("reservation.extend", 200)
+@_idempotent("reservation.extend")
 def reservation_extend(
     *, tenant: Tenant, reservation_id: object, new_end: datetime, now: datetime | None = None
 ) -> Reservation:

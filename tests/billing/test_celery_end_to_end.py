@@ -92,7 +92,7 @@ def test_book_let_hours_pass_meter_invoice_and_finalize_through_a_real_worker(re
             start=datetime(2026, 3, 31, 12, tzinfo=UTC),
             end=datetime(2026, 4, 1, 12, tzinfo=UTC),
         )
-        reservation, _, _ = reservation_create(
+        reservation, _ = reservation_create(
             tenant=tenant, request=request, fingerprint=request.fingerprint()
         )
     assert reservation.total_price == Decimal("576.00")

@@ -40,7 +40,7 @@ def admin(operator) -> Client:
 @pytest.fixture
 def reservation(frozen_now, tenant, pool) -> Reservation:
     request = booking(gpus=8)
-    reserved, _, _ = svc.reservation_create(
+    reserved, _ = svc.reservation_create(
         tenant=tenant, request=request, idempotency_key="k-1", fingerprint=request.fingerprint()
     )
     return reserved
@@ -173,7 +173,6 @@ def pages(model: str, objects: dict) -> tuple[list[dict[str, str]], dict[str, st
                     "tenant": tenant.name,
                     "scope": "reservation.create",
                     "key": "k-1",
-                    "status_code": "201",
                     "reservation": str(reservation),
                 }
             ],
@@ -183,7 +182,6 @@ def pages(model: str, objects: dict) -> tuple[list[dict[str, str]], dict[str, st
                 "key": "k-1",
                 "fingerprint": booking(gpus=8).fingerprint(),
                 "reservation": str(reservation),
-                "status_code": "201",
             },
         ),
     }[model]

@@ -29,7 +29,7 @@ def body(gpus: int = 8, start: str = MON_9, end: str = MON_13, **extra) -> dict:
 
 def book(tenant, **kwargs) -> Reservation:
     request = booking(**kwargs)
-    reservation, _, _ = svc.reservation_create(
+    reservation, _ = svc.reservation_create(
         tenant=tenant, request=request, fingerprint=request.fingerprint()
     )
     return reservation

@@ -126,7 +126,7 @@ def test_an_extension_does_not_count_the_reservation_against_itself(tenant):
     reservation = book(tenant, booking(gpus=8, hours=4))
 
     # when it extends to 15:00
-    extended, _, _ = svc.reservation_extend(
+    extended, _ = svc.reservation_extend(
         tenant=tenant,
         reservation_id=reservation.pk,
         new_end=reservation.end + 2 * HOUR,
@@ -193,10 +193,10 @@ def test_a_quote_is_not_confirmed_until_it_is(tenant):
     CapacityPoolFactory(slug="pool-a")
     request = booking(gpus=8, hours=2)
 
-    quote, _, _ = svc.quote_create(
+    quote, _ = svc.quote_create(
         tenant=tenant, request=request, fingerprint=request.fingerprint(), now=NOW
     )
-    confirmed, _, _ = svc.quote_confirm(
+    confirmed, _ = svc.quote_confirm(
         tenant=tenant, quote_id=quote.pk, fingerprint=str(quote.pk), now=NOW + HOUR / 12
     )
 
@@ -211,21 +211,21 @@ def test_an_idempotency_key_is_kept_per_operation_and_per_key(tenant):
 
     # when the same key is used for a quote and for a booking, and another key for a second
     # booking
-    quote, _, quote_replayed = svc.quote_create(
+    quote, quote_replayed = svc.quote_create(
         tenant=tenant,
         request=first,
         fingerprint=first.fingerprint(),
         idempotency_key="k-1",
         now=NOW,
     )
-    booked, _, booked_replayed = svc.reservation_create(
+    booked, booked_replayed = svc.reservation_create(
         tenant=tenant,
         request=second,
         fingerprint=second.fingerprint(),
         idempotency_key="k-1",
         now=NOW,
     )
-    other, _, other_replayed = svc.reservation_create(
+    other, other_replayed = svc.reservation_create(
         tenant=tenant,
         request=first,
         fingerprint=first.fingerprint(),
@@ -247,7 +247,7 @@ def test_a_booking_may_end_exactly_at_the_booking_horizon(tenant):
         gpu_model="h100-sxm-80gb", gpu_count=8, start=end - 2 * HOUR, end=end
     )
 
-    reservation, _, _ = svc.reservation_create(
+    reservation, _ = svc.reservation_create(
         tenant=tenant, request=request, fingerprint=request.fingerprint(), now=now
     )
 

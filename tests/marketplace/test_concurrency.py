@@ -212,12 +212,12 @@ def test_32_clients_mixing_quotes_confirms_cancels_and_extensions_never_overbook
             request = random_request(rng)
             try:
                 if operation == "book":
-                    reservation, _, _ = svc.reservation_create(
+                    reservation, _ = svc.reservation_create(
                         tenant=tenant, request=request, fingerprint=request.fingerprint(), now=NOW
                     )
                     mine.append(reservation.pk)
                 elif operation == "quote":
-                    quote, _, _ = svc.quote_create(
+                    quote, _ = svc.quote_create(
                         tenant=tenant, request=request, fingerprint=request.fingerprint(), now=NOW
                     )
                     if rng.random() < 0.7:  # the rest stay held
@@ -266,27 +266,27 @@ def test_16_retries_with_one_idempotency_key_make_one_reservation():
     CapacityPoolFactory(gpus_per_node=8, node_count=8)
     tenant = TenantFactory()
     request = booking(gpus=8, start=SPAN_START, hours=4)
-    answers: list[tuple[str, int, bool]] = [None] * 16
+    answers: list[tuple[str, bool]] = [None] * 16
 
     def work(i: int) -> list[str]:
-        reservation, status, replayed = svc.reservation_create(
+        reservation, replayed = svc.reservation_create(
             tenant=tenant,
             request=request,
             idempotency_key="retry-me",
             fingerprint=request.fingerprint(),
             now=NOW,
         )
-        answers[i] = (str(reservation.pk), status, replayed)
+        answers[i] = (str(reservation.pk), replayed)
         return [BOOKED]
 
     # when all 16 arrive at once
     race(16, work)
 
-    # then one reservation exists, every request got it with 201, and 15 were replays
+    # then one reservation exists, every request got it, and 15 were replays
     assert Reservation.objects.count() == 1
     only = str(Reservation.objects.get().pk)
-    assert {(pk, status) for pk, status, _ in answers} == {(only, 201)}
-    assert sorted(replayed for _, _, replayed in answers) == [False] + [True] * 15
+    assert {pk for pk, _ in answers} == {only}
+    assert sorted(replayed for _, replayed in answers) == [False] + [True] * 15
     assert list(PoolHour.objects.values_list("booked", flat=True)) == [8] * 4
     assert ledger_violations() == []
 
@@ -296,7 +296,7 @@ def hold_many(count: int) -> set[str]:
     held = set()
     for n in range(count):
         request = random_request(random.Random(n), gpus=(8,))
-        quote, _, _ = svc.quote_create(
+        quote, _ = svc.quote_create(
             tenant=tenant, request=request, fingerprint=request.fingerprint(), now=NOW
         )
         held.add(str(quote.pk))

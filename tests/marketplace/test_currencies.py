@@ -57,7 +57,7 @@ def usd_tenant() -> Tenant:
 
 def book(tenant: Tenant, **kwargs) -> Reservation:
     request = booking(**kwargs)
-    reservation, _, _ = svc.reservation_create(
+    reservation, _ = svc.reservation_create(
         tenant=tenant, request=request, fingerprint=request.fingerprint(), now=NOW
     )
     return reservation

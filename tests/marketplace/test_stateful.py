@@ -145,7 +145,7 @@ class BookingMachine(RuleBasedStateMachine):
         request = self.request(gpus, start_hour, hours, pool)
 
         def call():
-            reservation, _, _ = service(
+            reservation, _ = service(
                 tenant=self.tenants[tenant],
                 request=request,
                 fingerprint=request.fingerprint(),

@@ -25,14 +25,14 @@ pytestmark = pytest.mark.django_db
 
 
 def book(tenant: Tenant, request: svc.BookingRequest) -> Reservation:
-    reservation, _, _ = svc.reservation_create(
+    reservation, _ = svc.reservation_create(
         tenant=tenant, request=request, fingerprint=request.fingerprint(), now=NOW
     )
     return reservation
 
 
 def hold(tenant: Tenant, request: svc.BookingRequest) -> Reservation:
-    quote, _, _ = svc.quote_create(
+    quote, _ = svc.quote_create(
         tenant=tenant, request=request, fingerprint=request.fingerprint(), now=NOW
     )
     return quote
@@ -40,7 +40,7 @@ def hold(tenant: Tenant, request: svc.BookingRequest) -> Reservation:
 
 def extend(tenant: Tenant, reservation: Reservation, hours: int) -> Reservation:
     new_end = reservation.end + timedelta(hours=hours)
-    extended, _, _ = svc.reservation_extend(
+    extended, _ = svc.reservation_extend(
         tenant=tenant,
         reservation_id=reservation.pk,
         new_end=new_end,
