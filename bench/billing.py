@@ -25,7 +25,7 @@ import os
 import sys
 import time
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,7 +40,6 @@ os.environ.setdefault("LOG_LEVEL", "WARNING")
 
 MARCH = datetime(2026, 3, 1, tzinfo=UTC)
 APRIL = datetime(2026, 4, 1, tzinfo=UTC)
-AFTER_GRACE = datetime(2026, 4, 3, 1, tzinfo=UTC)
 OUTAGE_START = datetime(2026, 3, 15, 10, tzinfo=UTC)
 OUTAGE_END = datetime(2026, 3, 15, 14, tzinfo=UTC)
 POOLS = 20
@@ -76,7 +75,7 @@ def generate(tenants: int, hours: int) -> None:
 
     from django.db import connection
 
-    from capacity.models import CapacityPool, GpuModel, Provider, Region
+    from capacity.models import CapacityPool, GpuModel, PoolCostRate, Provider, Region
     from marketplace.models import PoolPrice
 
     h100 = GpuModel.objects.create(slug="h100", vendor="nvidia", name="H100", memory_gb=80)
@@ -98,6 +97,11 @@ def generate(tenants: int, hours: int) -> None:
             cost_per_gpu_hour=Decimal("1.7000") + Decimal(i) / 100,
             tier="backup" if i % 4 == 3 else "primary",
         )
+        # Its cost history starts with its contract (as capacity.services.pool_create does):
+        # metering costs each hour at the rate in force then.
+        PoolCostRate.objects.create(
+            pool=pool, effective_from=pool.available_from, cost_per_gpu_hour=pool.cost_per_gpu_hour
+        )
         PoolPrice.objects.create(
             pool=pool, currency="USD", price_per_gpu_hour=Decimal("2.4500") + Decimal(i) / 100
         )
@@ -107,9 +111,9 @@ def generate(tenants: int, hours: int) -> None:
             INSERT INTO marketplace_tenant
                 (name, slug, status, currency, credit_limit, max_gpus, max_reservation_hours,
                  discount_percent, tax_rate_percent, ending_soon_lead, low_balance_alerted,
-                 created_at, updated_at)
+                 payment_terms_days, created_at, updated_at)
             SELECT 'Bench tenant ' || i, 'bench-' || i, 'active', 'USD', 1000000, 1024, 2160,
-                   0, (i %% 3) * 5, interval '1 hour', false, now(), now()
+                   0, (i %% 3) * 5, interval '1 hour', false, 30, now(), now()
             FROM generate_series(1, %s) AS i
             """,
             [tenants],
@@ -133,12 +137,13 @@ def generate(tenants: int, hours: int) -> None:
                 (id, tenant_id, pool_id, gpu_count, start, "end", capacity_until, status,
                  currency, list_price_per_gpu_hour, unit_price, total_price, charge,
                  invoiced_amount, cancellation_fee, created_at, updated_at, confirmed_at,
-                 cancelled_by, cancellation_reason, scope)
+                 cancelled_by, cancellation_reason, scope, commitment_percent,
+                 cancellation_terms)
             SELECT gen_random_uuid(), tenant_id, pool_id, 8, start,
                    start + %(hours)s * interval '1 hour', start + %(hours)s * interval '1 hour',
                    'completed', 'USD', list_price, unit_price,
                    round(unit_price * 8 * %(hours)s, 2), round(unit_price * 8 * %(hours)s, 2),
-                   0, 0, now(), now(), now(), '', '', '{}'
+                   0, 0, now(), now(), now(), '', '', '{}', 0, '[]'
             FROM picked
             """,
             {"hours": hours, "pools": POOLS},
@@ -220,7 +225,7 @@ def scalar(sql: str, params=None):
 
 
 def check_books(tenants: int, displaced: int) -> list[str]:
-    from billing.models import CreditNote, Invoice, UsageCorrection
+    from billing.models import CreditNote, Invoice, LedgerEntry, UsageCorrection
 
     problems = []
     invoices = Invoice.objects.filter(period_start=MARCH)
@@ -237,7 +242,10 @@ def check_books(tenants: int, displaced: int) -> list[str]:
     if rounded_sums != lines:
         problems.append(f"lines {lines} != rounded usage {rounded_sums}")
     totals = scalar("SELECT SUM(total) FROM billing_invoice")
-    ledger = scalar("SELECT SUM(amount) FROM marketplace_ledgerentry WHERE kind = 'invoice'")
+    ledger = scalar(
+        f"SELECT SUM(amount) FROM {LedgerEntry._meta.db_table} WHERE kind = %s",
+        [LedgerEntry.Kind.INVOICE],
+    )
     if ledger != -totals:
         problems.append(f"ledger {ledger} != -totals {totals}")
     unbilled = scalar("SELECT count(*) FROM billing_usagerecord WHERE invoice_id IS NULL")
@@ -263,13 +271,25 @@ def main() -> None:
     parser.add_argument("--tenants", type=int, default=10_000)
     parser.add_argument("--hours", type=int, default=100, help="Hours per reservation.")
     args = parser.parse_args()
+    if not 0 < args.hours < 744:
+        parser.error("--hours must be between 1 and 743 (the reservations lie within March)")
 
-    print(f"Database {DATABASE}: recreating and migrating...", flush=True)
-    recreate_database()
     import django
 
     django.setup()
+    from django.conf import settings
     from django.core.management import call_command
+
+    from core.timeutils import utcnow
+
+    # March is metered up to its end (metering refuses an `until` after now) and finalized
+    # once its grace period is over: the runs take `now` at those moments, which must be past.
+    after_grace = APRIL + timedelta(days=settings.BILLING_GRACE_DAYS, hours=1)
+    if utcnow() < after_grace:
+        sys.exit(f"The bench bills March 2026, finalizable from {after_grace:%Y-%m-%d %H:%M} UTC.")
+
+    print(f"Database {DATABASE}: recreating and migrating...", flush=True)
+    recreate_database()
 
     call_command("migrate", verbosity=0)
     started = time.perf_counter()
@@ -312,9 +332,9 @@ def main() -> None:
     with timed("usage corrections: nothing to do (the hourly run)"):
         assert usage_corrections_apply(now=datetime(2026, 4, 1, 3, tzinfo=UTC)).done == 0
     with timed(FINALIZE, f"{args.tenants} invoices"):
-        finalized = invoices_finalize_due(now=AFTER_GRACE)
+        finalized = invoices_finalize_due(now=after_grace)
     with timed(f"SLA credits at the month's close ({displaced} displaced)"):
-        credited = sla_credits_issue(now=AFTER_GRACE)
+        credited = sla_credits_issue(now=after_grace)
 
     problems = check_books(args.tenants, displaced)
     failures = drafted.failed + corrected.failed + finalized.failed + credited.failed

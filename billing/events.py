@@ -12,7 +12,9 @@ from events.services import NewEvent, events_record
 def invoices_event(type_: str, invoice_ids: Iterable[int], *, now: datetime | None = None) -> None:
     from billing.api.serializers import InvoiceSerializer  # the API's own shape
 
-    invoices = with_settlement(Invoice.objects.filter(pk__in=list(invoice_ids))).order_by("pk")
+    invoices = with_settlement(Invoice.objects.filter(pk__in=list(invoice_ids)), now=now).order_by(
+        "pk"
+    )
     events_record(
         events=[
             NewEvent(invoice.tenant_id, type_, dict(InvoiceSerializer(invoice).data))
