@@ -332,7 +332,8 @@ class Invoice(ImmutableAfterIssue):
 class InvoiceLine(models.Model):
     """One reservation's usage (or one charge) on an invoice, rounded half up to the minor unit.
 
-    amount = round(sum of the usage amounts); gross_amount = round(list price x GPU-hours);
+    amount = round(cumulative usage amount up to this invoice) - what earlier invoices billed
+    (invoicing.py); gross_amount likewise at list price x GPU-hours;
     discount_amount = gross_amount - amount (commitment and negotiated discounts; a CHECK
     constraint on PostgreSQL, see migration 0002)."""
 

@@ -22,9 +22,11 @@ The invoice policy
 * SLA credits: when a month's invoices are issued, reservations that lost hours to incidents
   that month (or were moved by a recall inside the pool's notice) get the credit the
   ``SlaCreditRule`` table gives, as one ``sla`` credit note per invoice (sla.py).
-* Rounding (``core.money.round_money``, half up to the minor unit): each line is rounded
-  (line amount = round(sum of its usage amounts at four decimals)); subtotal, discount and
-  total are sums of rounded lines; tax = round(net x tenant tax rate), once per invoice.
+* Rounding (``core.money.round_money``, half up to the minor unit): a reservation's line
+  bills round(its cumulative metered amount over this and its earlier non-void invoices)
+  minus what those earlier lines billed, so a reservation split over months adds up to its
+  total (the last month takes the remainder); subtotal, discount and total are sums of
+  lines; tax = round(net x tenant tax rate), once per invoice.
 * Numbers ``INV-<year of issue>-<6 digits>``, gapless per year (see numbering.py).
 * Prepaid credit: at finalization, a positive ledger balance (in the invoice's currency)
   covers the invoice up to its total (``prepaid_applied``); an invoice fully covered is issued

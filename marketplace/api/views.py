@@ -295,9 +295,11 @@ class QuoteCreateApi(APIView):
         operation_id="quote_create",
         summary="Quote and hold capacity",
         description="Places the booking on the cheapest pool that fits (primary before backup "
-        "at equal price) and holds the capacity until `expires_at` (10 minutes by default). "
-        'Confirm it with `POST /api/v1/reservations/ {"quote": id}` before then; a held '
-        "quote cannot fail for lack of capacity.",
+        "at equal price) and holds the capacity until `expires_at` (10 minutes by default, never "
+        "after the window's start). Only windows that start later can be quoted; book the hour "
+        'in progress directly. Confirm it with `POST /api/v1/reservations/ {"quote": id}` before '
+        "then (from `expires_at` on it is `quote_expired`); a held quote cannot fail for lack of "
+        "capacity.",
         request=BookingRequestSerializer,
         parameters=[IDEMPOTENCY_KEY, _replayed_header(201)],
         responses={201: ReservationSerializer, **error_responses(*BOOKING_ERRORS)},
