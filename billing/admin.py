@@ -11,13 +11,14 @@ from django.conf import settings
 from django.contrib import admin, messages
 from django.db.models import DecimalField, OuterRef, QuerySet, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, path, reverse
 from django.utils.html import format_html
 
 from billing import selectors
 from billing.credit import CreditFigures, credit_figures
+from billing.errors import CreditExceedsInvoice, InvoiceNotFinalized, PaymentExceedsDue
 from billing.models import (
     Charge,
     CreditNote,
@@ -34,6 +35,7 @@ from billing.models import (
     UsageRecord,
 )
 from billing.services import accounts, credit_notes, invoicing, payments, reports
+from core.admin import ServiceFormAdminMixin, show_refusal
 from core.errors import ApplicationError
 from core.timeutils import utcnow
 
@@ -51,22 +53,15 @@ class ReadOnlyMixin:
         return False
 
 
-class ServiceAddMixin:
-    """Added through a service, never changed or deleted. A refusal by the service (checked
-    under its locks) comes back to the form as a message instead of a server error."""
+class ServiceAddMixin(ServiceFormAdminMixin):
+    """Added through a service (``perform_save``), never changed or deleted. The service's
+    refusal, checked under its locks, is shown on the add form (``ServiceFormAdminMixin``)."""
 
     def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
 
     def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
-
-    def add_view(self, request: HttpRequest, form_url: str = "", extra_context=None):
-        try:
-            return super().add_view(request, form_url, extra_context)
-        except ApplicationError as exc:
-            self.message_user(request, f"Not saved: {exc.detail}", level=messages.ERROR)
-            return HttpResponseRedirect(request.get_full_path())
 
 
 # --- invoices ----------------------------------------------------------------------------------
@@ -231,20 +226,11 @@ class InvoiceAdmin(ReadOnlyMixin, admin.ModelAdmin):
 
 
 class PaymentForm(forms.ModelForm):
+    """The payment's input; whether the invoice takes it is the service's call."""
+
     class Meta:
         model = Payment
         fields = ["invoice", "amount", "reference", "received_at"]
-
-    def clean(self) -> dict:
-        data = super().clean()
-        invoice, amount = data.get("invoice"), data.get("amount")
-        if invoice is not None and amount is not None:
-            if invoice.status != Invoice.Status.FINALIZED:
-                raise forms.ValidationError(f"The invoice is {invoice.status}, not finalized.")
-            due = selectors.invoice_settlement(invoice=invoice).due
-            if amount > due:
-                raise forms.ValidationError(f"Only {due} {invoice.currency} is due.")
-        return data
 
 
 @admin.register(Payment)
@@ -254,6 +240,11 @@ class PaymentAdmin(ServiceAddMixin, admin.ModelAdmin):
     applied"), recorded by the top-up itself."""
 
     form = PaymentForm
+    refusal_fields = {
+        InvoiceNotFinalized.code: ["invoice"],
+        PaymentExceedsDue.code: ["amount"],
+        payments.PaymentReferenceReused.code: ["reference"],
+    }
     list_display = [
         "received_at",
         "invoice",
@@ -271,34 +262,23 @@ class PaymentAdmin(ServiceAddMixin, admin.ModelAdmin):
     def get_changeform_initial_data(self, request: HttpRequest) -> dict:
         return {"received_at": utcnow(), **super().get_changeform_initial_data(request)}
 
-    def save_model(self, request: HttpRequest, obj: Payment, form, change: bool) -> None:
-        payment = payments.invoice_payment_record(
-            invoice_id=obj.invoice_id,
-            amount=obj.amount,
-            reference=obj.reference,
-            received_at=obj.received_at,
+    def perform_save(self, request: HttpRequest, form: PaymentForm, change: bool) -> Payment:
+        data = form.cleaned_data
+        return payments.invoice_payment_record(
+            invoice_id=data["invoice"].pk,
+            amount=data["amount"],
+            reference=data["reference"],
+            received_at=data["received_at"],
             recorded_by=request.user.get_username(),
         )
-        obj.pk, obj.tenant_id, obj.currency = payment.pk, payment.tenant_id, payment.currency
 
 
 class CreditNoteForm(forms.ModelForm):
+    """The credit note's input; whether the invoice can take it is the service's call."""
+
     class Meta:
         model = CreditNote
         fields = ["invoice", "amount", "reason", "memo"]
-
-    def clean(self) -> dict:
-        data = super().clean()
-        invoice, amount = data.get("invoice"), data.get("amount")
-        if invoice is not None and amount is not None:
-            if invoice.status not in (Invoice.Status.FINALIZED, Invoice.Status.PAID):
-                raise forms.ValidationError(f"The invoice is {invoice.status}, not finalized.")
-            creditable = selectors.invoice_settlement(invoice=invoice).creditable
-            if amount > creditable:
-                raise forms.ValidationError(
-                    f"At most {creditable} {invoice.currency} can still be credited."
-                )
-        return data
 
 
 @admin.register(CreditNote)
@@ -306,6 +286,7 @@ class CreditNoteAdmin(ServiceAddMixin, admin.ModelAdmin):
     """Refunds, goodwill and SLA credits on a finalized invoice, numbered CN-<year>-<n>."""
 
     form = CreditNoteForm
+    refusal_fields = {InvoiceNotFinalized.code: ["invoice"], CreditExceedsInvoice.code: ["amount"]}
     list_display = ["number", "issued_at", "invoice", "tenant", "reason", "amount", "currency"]
     list_filter = ["reason", "currency"]
     search_fields = ["number", "invoice__number", "tenant__name"]
@@ -315,15 +296,15 @@ class CreditNoteAdmin(ServiceAddMixin, admin.ModelAdmin):
     def get_readonly_fields(self, request: HttpRequest, obj: CreditNote | None = None):
         return ["number", "tenant", "currency", "issued_at", "issued_by"] if obj else []
 
-    def save_model(self, request: HttpRequest, obj: CreditNote, form, change: bool) -> None:
-        note = credit_notes.credit_note_create(
-            invoice_id=obj.invoice_id,
-            amount=obj.amount,
-            reason=obj.reason,
-            memo=obj.memo,
+    def perform_save(self, request: HttpRequest, form: CreditNoteForm, change: bool) -> CreditNote:
+        data = form.cleaned_data
+        return credit_notes.credit_note_create(
+            invoice_id=data["invoice"].pk,
+            amount=data["amount"],
+            reason=data["reason"],
+            memo=data["memo"],
             issued_by=request.user.get_username(),
         )
-        obj.pk, obj.number, obj.tenant_id = note.pk, note.number, note.tenant_id
 
 
 @admin.register(UsageRecord)
@@ -487,7 +468,8 @@ def _sum_of(queryset: QuerySet, field: str) -> Coalesce:
 
 class LedgerPostingForm(forms.ModelForm):
     """An operator's posting: a prepaid top-up or a signed adjustment, in the tenant's
-    currency, made through ``billing.services.accounts``."""
+    currency. The form only checks its input (and the ledger's unique reference); the admin
+    posts it through the services (``LedgerEntryAdmin.perform_save``)."""
 
     class Meta:
         model = LedgerEntry
@@ -500,49 +482,21 @@ class LedgerPostingForm(forms.ModelForm):
             (LedgerEntry.Kind.ADJUSTMENT, LedgerEntry.Kind.ADJUSTMENT.label),
         ]
         self.fields["reference"].help_text = "Unique per tenant and kind, e.g. TOPUP-2026-0001."
-        self.posted_entry: LedgerEntry | None = None
-
-    def _post_clean(self) -> None:
-        # Post once the form and the model's own checks (e.g. the unique reference) pass, so
-        # that a refusal by the service lands on the form. The admin's add view runs in one
-        # transaction: anything failing after this rolls the entry back with it.
-        super()._post_clean()
-        if self.errors:
-            return
-        data = self.cleaned_data
-        tenant = data["tenant"]
-        try:
-            if data["kind"] == LedgerEntry.Kind.TOP_UP:
-                entry, created = accounts.top_up_create(
-                    tenant=tenant,
-                    amount=data["amount"],
-                    reference=data["reference"],
-                    memo=data["memo"],
-                )
-            else:
-                entry, created = accounts.ledger_post(
-                    tenant=tenant,
-                    kind=LedgerEntry.Kind.ADJUSTMENT,
-                    amount=data["amount"],
-                    currency=tenant.currency,
-                    reference=data["reference"],
-                    memo=data["memo"],
-                )
-        except ApplicationError as exc:
-            self.add_error(None, exc.detail)
-            return
-        if not created:
-            self.add_error("reference", "This reference was already posted.")
-            return
-        self.posted_entry = entry
+        self.fields[
+            "amount"
+        ].help_text = (
+            "A top-up settles the tenant's unpaid invoices, oldest due first; the rest is credit."
+        )
 
 
 @admin.register(LedgerEntry)
-class LedgerEntryAdmin(ReadOnlyMixin, admin.ModelAdmin):
+class LedgerEntryAdmin(ReadOnlyMixin, ServiceFormAdminMixin, admin.ModelAdmin):
     """The money ledger is append-only: entries are never changed or deleted. Operators may
-    add top-ups and adjustments, posted through the accounts service; invoices, credit notes
-    and payments come from billing."""
+    add top-ups (``payments.top_up_create``: they settle unpaid invoices, oldest due first)
+    and adjustments (``accounts.ledger_post``); invoices, credit notes and payments come from
+    billing."""
 
+    refusal_fields = {accounts.LedgerReferenceReused.code: ["reference"]}
     list_display = ["created_at", "tenant", "kind", "amount", "currency", "reference", "memo"]
     list_filter = ["kind", "currency", "tenant"]
     search_fields = ["reference", "memo", "tenant__name"]
@@ -563,14 +517,24 @@ class LedgerEntryAdmin(ReadOnlyMixin, admin.ModelAdmin):
             return LedgerPostingForm.Meta.fields
         return super().get_fields(request, obj)
 
-    def save_form(self, request: HttpRequest, form, change: bool) -> LedgerEntry:
-        return form.posted_entry  # already posted by the form, through the service
-
-    def save_model(self, request: HttpRequest, obj: LedgerEntry, form, change: bool) -> None:
-        pass  # see save_form
-
-    def save_related(self, request: HttpRequest, form, formsets, change: bool) -> None:
-        pass  # a ledger entry has no many-to-many fields nor inlines
+    def perform_save(
+        self, request: HttpRequest, form: LedgerPostingForm, change: bool
+    ) -> LedgerEntry:
+        data = form.cleaned_data
+        tenant = data["tenant"]
+        if data["kind"] == LedgerEntry.Kind.TOP_UP:
+            return payments.top_up_create(
+                tenant=tenant, amount=data["amount"], reference=data["reference"], memo=data["memo"]
+            )
+        entry, _ = accounts.ledger_post(
+            tenant=tenant,
+            kind=LedgerEntry.Kind.ADJUSTMENT,
+            amount=data["amount"],
+            currency=tenant.currency,
+            reference=data["reference"],
+            memo=data["memo"],
+        )
+        return entry
 
 
 @admin.register(TenantAccount)
@@ -633,14 +597,16 @@ class TenantAccountAdmin(ReadOnlyMixin, admin.ModelAdmin):
             try:
                 payments.top_up_create(tenant=tenant, **form.cleaned_data)
             except ApplicationError as exc:
-                self.message_user(request, f"Not recorded: {exc.detail}", level=messages.ERROR)
+                # Shown on the form again, with what was entered (the service wrote nothing).
+                reused = exc.code == accounts.LedgerReferenceReused.code
+                show_refusal(form, exc, ["reference"] if reused else [])
             else:
                 self.message_user(
                     request,
                     f"Top-up of {form.cleaned_data['amount']} {tenant.currency} recorded for "
                     f"{tenant.name}.",
                 )
-            return None
+                return None
         return TemplateResponse(
             request,
             "admin/billing/top_up.html",

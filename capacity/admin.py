@@ -1,15 +1,14 @@
-"""Operator screens for the supply side. Edits that change capacity go through the services so
-the ledger follows (and refuses pool edits that would strand booked GPUs). Incidents are
-recorded on the marketplace's incident screen, which also moves the reservations they hit."""
-
-import copy
+"""Operator screens for the supply side. Pools are created and edited through the services so
+the ledger follows (and a pool edit that would strand booked GPUs is refused, on the form).
+Incidents are recorded on the marketplace's incident screen, which also moves the reservations
+they hit."""
 
 from django import forms
-from django.contrib import admin, messages
-from django.core.exceptions import ValidationError
+from django.contrib import admin
 from django.db.models import F, Q
 
-from capacity import selectors, services
+from capacity import services
+from capacity.errors import CapacityInUse
 from capacity.models import (
     CapacityPool,
     GpuModel,
@@ -19,7 +18,7 @@ from capacity.models import (
     Provider,
     Region,
 )
-from core.errors import ApplicationError
+from core.admin import ServiceFormAdminMixin
 from core.timeutils import utcnow
 
 
@@ -114,6 +113,9 @@ def pool_inline_add(inline: type[admin.options.InlineModelAdmin]) -> None:
 
 
 class CapacityPoolForm(forms.ModelForm):
+    """The pool's input; whether the booked GPUs still fit is the service's call
+    (``pool_update`` refuses with ``capacity_in_use``)."""
+
     class Meta:
         model = CapacityPool
         fields = [
@@ -135,32 +137,23 @@ class CapacityPoolForm(forms.ModelForm):
             "cost_per_gpu_hour",
         ]
 
-    def clean(self) -> dict:
-        cleaned = super().clean()
-        if self.instance.pk and not self.errors:
-            edited = copy.copy(self.instance)
-            for name in (
-                "gpus_per_node",
-                "node_count",
-                "reserved_gpus",
-                "available_from",
-                "available_until",
-            ):
-                setattr(edited, name, cleaned[name])
-            short = selectors.capacity_shortfall(edited)
-            if short is not None:
-                raise ValidationError(
-                    f"{short.booked} GPUs are booked at {short.hour:%Y-%m-%d %H:00} UTC but only "
-                    f"{short.capacity} would remain. Record an incident (provider reclaim) to "
-                    "move those reservations, or cancel them first.",
-                    code="capacity_in_use",
-                )
-        return cleaned
-
 
 @admin.register(CapacityPool)
-class CapacityPoolAdmin(admin.ModelAdmin):
+class CapacityPoolAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
+    """Pools are added with ``pool_create`` (which starts the cost history) and changed with
+    ``pool_update`` (the ledger follows); the refusals show on the form."""
+
     form = CapacityPoolForm
+    # Booked GPUs that would no longer fit: shown on the size and window fields changed.
+    refusal_fields = {
+        CapacityInUse.code: [
+            "gpus_per_node",
+            "node_count",
+            "reserved_gpus",
+            "available_from",
+            "available_until",
+        ]
+    }
     list_display = [
         "slug",
         "gpu_model",
@@ -226,21 +219,13 @@ class CapacityPoolAdmin(admin.ModelAdmin):
     def get_inlines(self, request, obj: CapacityPool | None):
         return [*POOL_INLINES, *self.inlines]
 
-    def save_model(self, request, obj: CapacityPool, form, change: bool) -> None:
+    def perform_save(self, request, form: CapacityPoolForm, change: bool) -> CapacityPool:
         if not change:  # a new pool starts its cost history
-            services.pool_create(pool=obj)
-            return
-        try:
-            services.pool_update(
-                pool=obj,
-                **{
-                    name: form.cleaned_data[name]
-                    for name in form.changed_data
-                    if name in form.cleaned_data
-                },
-            )
-        except (ApplicationError, ValidationError) as exc:
-            self.message_user(request, f"Not saved: {exc}", level=messages.ERROR)
+            return services.pool_create(pool=form.instance)
+        changes = {
+            name: form.cleaned_data[name] for name in form.changed_data if name in form.cleaned_data
+        }
+        return services.pool_update(pool=form.instance, **changes)
 
     @admin.action(description="Stop selling (draining): existing reservations stay")
     def mark_draining(self, request, queryset) -> None:

@@ -25,6 +25,7 @@ from billing.credit import credit_available
 from capacity.admin import pool_inline_add
 from capacity.models import CapacityPool, Incident
 from capacity.selectors import ledger_open_from
+from core.admin import ServiceFormAdminMixin
 from core.errors import ApplicationError
 from core.timeutils import is_whole_hour, utcnow
 from marketplace import selectors
@@ -81,7 +82,8 @@ def _show_new_key(request: HttpRequest, tenant: Tenant, key: ApiKey, raw_key: st
 
 class TenantForm(forms.ModelForm):
     """The operator's tenant form. The billing currency is fixed once the tenant has history:
-    the service's refusal (``currency_locked``) shows on the currency field."""
+    ``tenant_update`` checks that under the tenant's lock, and its refusal
+    (``currency_locked``) shows on the currency field."""
 
     class Meta:
         model = Tenant
@@ -96,19 +98,12 @@ class TenantForm(forms.ModelForm):
                 "invoices."
             )
 
-    def clean_currency(self) -> str:
-        currency = self.cleaned_data["currency"]
-        if self.instance.pk is not None:
-            stored = Tenant.objects.get(pk=self.instance.pk)
-            try:
-                tenants.tenant_currency_check(tenant=stored, currency=currency)
-            except ApplicationError as exc:
-                raise ValidationError(exc.detail, code=exc.code) from exc
-        return currency
-
 
 @admin.register(Tenant)
-class TenantAdmin(admin.ModelAdmin):
+class TenantAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
+    """Tenants are created with ``tenant_create`` (and get a first API key, shown once) and
+    edited with ``tenant_update``; the services' refusals show on the form's fields."""
+
     form = TenantForm
     list_display = [
         "name",
@@ -160,41 +155,20 @@ class TenantAdmin(admin.ModelAdmin):
     def get_inlines(self, request: HttpRequest, obj: Tenant | None):
         return self.inlines if obj is not None else []
 
-    def save_model(self, request: HttpRequest, obj: Tenant, form, change: bool) -> None:
+    def perform_save(self, request: HttpRequest, form: TenantForm, change: bool) -> Tenant:
+        fields = {name: value for name, value in form.cleaned_data.items() if name != "members"}
         if change:
-            # Through the service, which checks the currency again under the tenant lock.
-            changes = {
-                name: form.cleaned_data[name]
-                for name in form.changed_data
-                if name in form.cleaned_data and name != "members"
-            }
-            try:
-                tenants.tenant_update(tenant=obj, **changes)
-            except (ApplicationError, ValidationError) as exc:
-                self.message_user(request, f"Not saved: {exc}", level=messages.ERROR)
-            return
-        # A new tenant goes through the service and gets its first key, shown once.
-        fields = {
-            name: value
-            for name, value in form.cleaned_data.items()
-            if name not in ("name", "slug", "members")
-        }
-        try:
-            created = tenants.tenant_create(name=obj.name, slug=obj.slug, **fields)
-        except (ApplicationError, ValidationError) as exc:
-            self.message_user(request, f"Not created: {exc}", level=messages.ERROR)
-            return
-        obj.pk = created.pk
-        obj.created_at, obj.updated_at = created.created_at, created.updated_at
-        obj._state.adding = False
-        obj._state.db = created._state.db
-        key, raw_key = tenants.api_key_create(tenant=created)
-        _show_new_key(request, created, key, raw_key)
+            changes = {name: fields[name] for name in form.changed_data if name in fields}
+            return tenants.tenant_update(tenant=form.instance, **changes)
+        created = tenants.tenant_create(**fields)
+        # Its first key, shown once the tenant is saved (response_add).
+        created.new_api_key = tenants.api_key_create(tenant=created)
+        return created
 
-    def save_related(self, request: HttpRequest, form, formsets, change: bool) -> None:
-        if form.instance.pk is None:  # the service refused the tenant: nothing to relate
-            return
-        super().save_related(request, form, formsets, change)
+    def response_add(self, request: HttpRequest, obj: Tenant, post_url_continue=None):
+        key, raw_key = obj.new_api_key
+        _show_new_key(request, obj, key, raw_key)
+        return super().response_add(request, obj, post_url_continue)
 
     @admin.action(description="Suspend: refuse their API keys", permissions=["change"])
     def suspend(self, request: HttpRequest, queryset: QuerySet[Tenant]) -> None:
@@ -389,10 +363,11 @@ def _preview_digest(fields: dict, preview: list[tuple[Reservation, int]]) -> str
 
 
 class IncidentRecordForm(forms.ModelForm):
-    """Records an incident through ``incident_record``, which also moves or shrinks the
-    reservations it hits. Planned maintenance that would take booked GPUs is recorded only
-    once the operator has seen who loses them and confirmed exactly that list; failures,
-    recalls and reclaims are facts and are recorded at once."""
+    """The input of a new incident, which ``IncidentAdmin`` records through
+    ``incident_record`` (that also moves or shrinks the reservations it hits). Planned
+    maintenance that would take booked GPUs is valid only once the operator has seen who
+    loses them and confirmed exactly that list; failures, recalls and reclaims are facts and
+    are recorded at once. The form writes nothing: it reads the preview to ask."""
 
     confirm_displacement = forms.BooleanField(
         required=False,
@@ -401,8 +376,6 @@ class IncidentRecordForm(forms.ModelForm):
         "ticked after the reservations it displaces were shown.",
     )
     preview_digest = forms.CharField(required=False, widget=forms.HiddenInput)
-
-    recorded_by = ""  # the operator's username, set per request by IncidentAdmin.get_form
 
     class Meta:
         model = Incident
@@ -413,11 +386,11 @@ class IncidentRecordForm(forms.ModelForm):
         end = self.fields["end"]
         end.help_text = "First hour back (UTC). Leave empty while it lasts; close it when over."
         self.preview: list[dict] = []
-        self.recorded: Incident | None = None
 
     def _post_clean(self) -> None:
-        # The service judges the incident (the model's checks are the database's constraints
-        # behind it), so that its refusals land on the fields they are about.
+        # The service judges the incident when the admin records it (the model's checks are
+        # the database's constraints behind it), so that its refusals land on the fields they
+        # are about: only the confirmation of planned maintenance is asked here.
         if self.errors:
             return
         data = self.cleaned_data
@@ -430,16 +403,6 @@ class IncidentRecordForm(forms.ModelForm):
             confirmed = data["confirm_displacement"] and data["preview_digest"] == digest
             if preview and not confirmed:
                 self._ask_confirmation(preview, digest)
-                return
-        try:
-            self.recorded = incident_record(
-                **fields,
-                reason=data["reason"],
-                recorded_by=self.recorded_by,
-                time_budget=settings.INCIDENT_ADMIN_DISPLACE_SECONDS,
-            )
-        except ApplicationError as exc:
-            self._show_refusal(exc)
 
     @staticmethod
     def _recordable(*, pool: CapacityPool, kind: str, gpus: int, start, end) -> bool:
@@ -477,13 +440,6 @@ class IncidentRecordForm(forms.ModelForm):
             "above: they move to other pools where there is room and lose those GPUs for its "
             "hours where there is none. Tick to record it anyway.",
         )
-
-    def _show_refusal(self, exc: ApplicationError) -> None:
-        self.add_error(None, exc.detail)
-        for name, problems in (exc.fields or {}).items():
-            for problem in problems if isinstance(problems, list | tuple) else [problems]:
-                message = problem.get("message", "") if isinstance(problem, dict) else problem
-                self.add_error(name if name in self.fields else None, str(message))
 
 
 class IncidentStateFilter(admin.SimpleListFilter):
@@ -542,12 +498,13 @@ def _closable(incident: Incident, now) -> bool:
 
 
 @admin.register(Incident)
-class IncidentAdmin(admin.ModelAdmin):
-    """Capacity incidents: GPUs of a pool out of service. Recording one takes the GPUs off the
-    capacity ledger and moves the reservations that no longer fit to other pools (or shrinks
-    them where there is no room); a recall with notice tells its tenants now and moves them
-    when it starts. Recorded incidents are history: only the reason may be edited, and they
-    are closed, never deleted."""
+class IncidentAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
+    """Capacity incidents: GPUs of a pool out of service. Recording one (``incident_record``,
+    in ``perform_save``) takes the GPUs off the capacity ledger and moves the reservations that
+    no longer fit to other pools (or shrinks them where there is no room), within the screen's
+    time budget; a recall with notice tells its tenants now and moves them when it starts.
+    Recorded incidents are history: only the reason may be edited, and they are closed, never
+    deleted."""
 
     list_display = [
         "id",
@@ -599,26 +556,22 @@ class IncidentAdmin(admin.ModelAdmin):
     def get_form(self, request: HttpRequest, obj: Incident | None = None, **kwargs):
         if obj is None:
             kwargs["form"] = IncidentRecordForm
-        form = super().get_form(request, obj, **kwargs)
-        if obj is None:
-            form.recorded_by = request.user.get_username()
-        return form
+        return super().get_form(request, obj, **kwargs)
 
     def get_inlines(self, request: HttpRequest, obj: Incident | None):
         return [IncidentDisplacementInline] if obj is not None else []
 
-    def save_form(self, request: HttpRequest, form, change: bool) -> Incident:
-        if change:
-            return super().save_form(request, form, change)
-        return form.recorded  # recorded by the form, through the service
-
-    def save_model(self, request: HttpRequest, obj: Incident, form, change: bool) -> None:
+    def perform_save(self, request: HttpRequest, form, change: bool) -> Incident:
         if change:  # the reason is all that may change: the rest is in the ledger
-            obj.save(update_fields=["reason"])
-
-    def save_related(self, request: HttpRequest, form, formsets, change: bool) -> None:
-        if change:
-            super().save_related(request, form, formsets, change)
+            form.instance.save(update_fields=["reason"])
+            return form.instance
+        data = form.cleaned_data
+        return incident_record(
+            **{name: data[name] for name in ("pool", "kind", "gpus", "start", "end")},
+            reason=data["reason"],
+            recorded_by=request.user.get_username(),
+            time_budget=settings.INCIDENT_ADMIN_DISPLACE_SECONDS,
+        )
 
     def response_add(self, request: HttpRequest, obj: Incident, post_url_continue=None):
         incident = self.get_queryset(request).get(pk=obj.pk)

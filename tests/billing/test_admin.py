@@ -8,7 +8,7 @@ from billing import credit
 from billing.models import CreditNote, Invoice, LedgerEntry, Payment, SlaCreditRule, UsageRecord
 from billing.services.corrections import usage_corrections_apply
 from billing.services.credit_notes import credit_note_create
-from billing.services.invoicing import invoices_draft, invoices_finalize_due
+from billing.services.invoicing import invoice_void, invoices_draft, invoices_finalize_due
 from billing.services.metering import meter_usage
 from billing.services.payments import invoice_payment_record
 from billing.services.sla import sla_credits_issue
@@ -54,6 +54,21 @@ def settled(finalized) -> Invoice:
 
 def page(admin_client, name: str, *args):
     return admin_client.get(reverse(f"admin:{name}", args=args))
+
+
+def form_errors(form) -> dict[str, list[str]]:
+    return {name: [str(error) for error in errors] for name, errors in form.errors.items()}
+
+
+def ledger(tenant) -> list[tuple[str, Decimal, str]]:
+    return list(
+        LedgerEntry.objects.filter(tenant=tenant)
+        .order_by("id")
+        .values_list("kind", "amount", "reference")
+    )
+
+
+CHARGE = ("invoice", Decimal("-240.00"), "INV-2026-000001")
 
 
 @pytest.mark.django_db
@@ -331,14 +346,97 @@ def test_the_admin_refuses_a_credit_note_beyond_the_invoice(admin_client, finali
     url = reverse("admin:billing_creditnote_add")
 
     refused = admin_client.post(url, {"invoice": finalized.pk, "amount": "240.01", "reason": "sla"})
+
+    # then the service's refusal is on the form, shown again, and nothing was written: no
+    # credit note, no ledger entry, no number used up
+    assert refused.status_code == 200
+    assert form_errors(refused.context["adminform"].form) == {
+        "__all__": [
+            "At most 240.00 USD of INV-2026-000001 can still be credited; 240.01 was asked."
+        ],
+        "amount": ["The credit note exceeds what is still creditable on the invoice."],
+    }
+    assert not CreditNote.objects.exists()
+    assert ledger(finalized.tenant) == [CHARGE]
+
     accepted = admin_client.post(url, {"invoice": finalized.pk, "amount": "24.00", "reason": "sla"})
 
-    assert refused.status_code == 200
-    assert b"At most 240.00 USD can still be credited" in refused.content
     assert accepted.status_code == 302
     assert list(CreditNote.objects.values_list("number", "amount")) == [
         ("CN-2026-000001", Decimal("24.00"))
     ]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("voided", "amount", "errors"),
+    [
+        (
+            False,
+            "240.01",
+            {
+                "__all__": ["240.00 USD is due on INV-2026-000001; 240.01 was recorded."],
+                "amount": ["The payment exceeds the amount due on the invoice."],
+            },
+        ),
+        (
+            True,
+            "10.00",
+            {
+                "__all__": ["Payments are recorded against finalized invoices; this one is void."],
+                "invoice": ["Only a finalized invoice can take this."],
+            },
+        ),
+    ],
+    ids=["more-than-due", "void-invoice"],
+)
+def test_a_payment_the_service_refuses_is_shown_on_the_form(
+    admin_client, finalized, voided, amount, errors
+):
+    if voided:
+        invoice_void(invoice_id=finalized.pk, reason="issued in error")
+    form = {
+        "invoice": finalized.pk,
+        "amount": amount,
+        "reference": "BANK-REF-1",
+        "received_at_0": "2026-04-05",
+        "received_at_1": "10:00:00",
+    }
+
+    response = admin_client.post(reverse("admin:billing_payment_add"), form)
+
+    assert response.status_code == 200
+    assert form_errors(response.context["adminform"].form) == errors
+    assert not Payment.objects.exists()
+    assert not LedgerEntry.objects.filter(kind="payment").exists()
+    finalized.refresh_from_db()
+    assert finalized.status == ("void" if voided else "finalized")
+
+
+@pytest.mark.django_db
+def test_a_top_up_posted_on_the_ledger_page_settles_the_unpaid_invoice(admin_client, finalized):
+    # given March's invoice of 240.00 unpaid; when an operator posts a top-up of 300.00
+    with time_machine.travel(PAID_AT, tick=False):
+        response = admin_client.post(
+            reverse("admin:billing_ledgerentry_add"),
+            {
+                "tenant": finalized.tenant_id,
+                "kind": "top_up",
+                "amount": "300.00",
+                "reference": "TOPUP-9",
+                "memo": "wire",
+            },
+        )
+
+    # then the top-up pays the invoice (prepaid credit applied) and 60.00 is left as credit
+    assert response.status_code == 302
+    finalized.refresh_from_db()
+    assert (finalized.status, finalized.paid_at) == ("paid", PAID_AT)
+    assert list(Payment.objects.values_list("method", "amount", "reference")) == [
+        ("prepaid_credit", Decimal("240.00"), "TOPUP-9/INV-2026-000001")
+    ]
+    assert ledger(finalized.tenant) == [CHARGE, ("top_up", Decimal("300.00"), "TOPUP-9")]
+    assert credit.ledger_balance(tenant=finalized.tenant) == Decimal("60.00")
 
 
 @pytest.mark.django_db
@@ -356,6 +454,25 @@ def test_an_operator_tops_up_a_tenant_with_the_admin_action(admin_client, tenant
         ("top_up", Decimal("500.00"), "wire-7")
     ]
     assert credit.ledger_balance(tenant=tenant) == Decimal("500.00")
+
+
+@pytest.mark.django_db
+def test_a_top_up_the_service_refuses_is_shown_on_the_action_form(admin_client, tenant):
+    url = reverse("admin:billing_tenantaccount_changelist")
+    selected = {"action": "top_up", "_selected_action": [tenant.pk]}
+    admin_client.post(url, {**selected, "amount": "500.00", "reference": "wire-7"})
+
+    # when the same reference is given for another amount
+    refused = admin_client.post(url, {**selected, "amount": "600.00", "reference": "wire-7"})
+
+    # then the form comes back with the refusal on the reference, and nothing more is posted
+    assert refused.status_code == 200
+    assert form_errors(refused.context["form"]) == {
+        "__all__": ["wire-7 was posted as 500.00 USD, not 600.00 USD."],
+        "reference": ["This reference was already posted with another amount or currency."],
+    }
+    assert refused.context["form"]["amount"].value() == "600.00"
+    assert ledger(tenant) == [("top_up", Decimal("500.00"), "wire-7")]
 
 
 MARGIN_COLUMNS = [

@@ -282,20 +282,36 @@ def pool_form(pool: CapacityPool, **changes) -> dict:
     return data
 
 
-def test_shrinking_a_pool_below_its_bookings_is_refused_with_a_message(admin_client):
+def form_errors(response) -> dict[str, list[str]]:
+    form = response.context["adminform"].form
+    return {name: [str(error) for error in errors] for name, errors in form.errors.items()}
+
+
+def test_shrinking_a_pool_below_its_bookings_is_refused_on_the_form(admin_client):
     # given 24 of 32 GPUs booked at 09:00
     pool = CapacityPoolFactory(gpus_per_node=8, node_count=4)
     PoolHour.objects.create(pool=pool, hour=HOUR_9, capacity=32, booked=24)
-    # when the operator cuts the pool to 2 nodes
+    # when the operator cuts the pool to 2 nodes, and changes its list price in the same save
+    form = pool_form(pool, node_count=2, **{"prices-0-price_per_gpu_hour": "9.0000"})
     with time_machine.travel(NOW, tick=False):
-        response = admin_client.post(
-            f"/admin/capacity/capacitypool/{pool.pk}/change/", pool_form(pool, node_count=2)
-        )
-    # then the form says why and nothing changed
+        response = admin_client.post(f"/admin/capacity/capacitypool/{pool.pk}/change/", form)
+    # then the form is shown again with the service's refusal, on the field that was changed
     assert response.status_code == 200
-    assert b"24 GPUs are booked" in response.content
+    assert form_errors(response) == {
+        "__all__": [
+            "24 GPUs are booked at 2026-12-07T09:00Z but only 16 would remain. Record an "
+            "incident to move those reservations, or cancel them first."
+        ],
+        "node_count": ["Booked GPUs would exceed the pool's capacity after this change."],
+    }
+    assert response.context["adminform"].form.errors.as_data()["node_count"][0].code == (
+        "capacity_in_use"
+    )
+    # and nothing of that save was kept: the pool, its ledger and its price are as they were
     pool.refresh_from_db()
     assert pool.node_count == 4
+    assert PoolHour.objects.get(pool=pool).capacity == 32
+    assert [str(price.price_per_gpu_hour) for price in pool.prices.all()] == ["3.0000"]
 
 
 def test_growing_a_pool_raises_the_ledger_capacity(admin_client):

@@ -9,6 +9,7 @@ import pytest
 import time_machine
 from django.test import Client
 
+from billing.admin import LedgerPostingForm
 from billing.models import LedgerEntry
 from capacity.models import PoolHour
 from marketplace.models import (
@@ -65,6 +66,11 @@ def one_of_each(reservation, tenant):
 
 def messages_of(response) -> list[str]:
     return [str(message) for message in response.context["messages"]]
+
+
+def form_errors(response) -> dict[str, list[str]]:
+    form = response.context["adminform"].form
+    return {name: [str(error) for error in errors] for name, errors in form.errors.items()}
 
 
 BOOKED_AT = "Dec. 1, 2026, 8:30 a.m."  # NOW, when every object of one_of_each was made
@@ -312,6 +318,70 @@ def test_adding_a_tenant_in_the_admin_shows_its_first_key_once(admin):
     )
 
 
+def tenant_form(tenant: Tenant, **changes) -> dict:
+    data = {
+        "name": tenant.name,
+        "slug": tenant.slug,
+        "status": tenant.status,
+        "currency": tenant.currency,
+        "credit_limit": str(tenant.credit_limit),
+        "discount_percent": str(tenant.discount_percent),
+        "tax_rate_percent": str(tenant.tax_rate_percent),
+        "max_gpus": str(tenant.max_gpus),
+        "max_reservation_hours": str(tenant.max_reservation_hours),
+        "ending_soon_lead": "01:00:00",
+        "low_balance_threshold": "",
+        "api_keys-TOTAL_FORMS": "0",
+        "api_keys-INITIAL_FORMS": "0",
+    }
+    data.update(changes)
+    return data
+
+
+def test_a_tenant_edit_the_service_refuses_shows_on_the_field_and_saves_nothing(
+    admin, operator, one_of_each
+):
+    # given a tenant with history (a reservation and a top-up in USD)
+    tenant = one_of_each["tenant"]
+    url = f"/admin/marketplace/tenant/{tenant.pk}/change/"
+
+    # when an operator changes its currency, its quota and its members at once
+    refused = admin.post(
+        url, tenant_form(tenant, currency="EUR", max_gpus="64", members=[operator.pk])
+    )
+
+    # then the refusal is on the currency field, the form is shown again and nothing is saved
+    assert refused.status_code == 200
+    assert form_errors(refused) == {
+        "__all__": [
+            f"{tenant.name} is billed in USD and already has reservations, ledger entries or "
+            "invoices in it: its currency cannot change to EUR. Create a new tenant to be "
+            "billed in EUR."
+        ],
+        "currency": ["Fixed at USD: the tenant has history."],
+    }
+    assert refused.context["adminform"].form.errors.as_data()["currency"][0].code == (
+        "currency_locked"
+    )
+    stored = Tenant.objects.get(pk=tenant.pk)
+    assert (stored.currency, stored.max_gpus, list(stored.members.all())) == (
+        "USD",
+        tenant.max_gpus,
+        [],
+    )
+
+    # when they keep the currency, the rest is saved through the service
+    accepted = admin.post(url, tenant_form(tenant, max_gpus="64", members=[operator.pk]))
+
+    assert accepted.status_code == 302
+    stored = Tenant.objects.get(pk=tenant.pk)
+    assert (stored.currency, stored.max_gpus, list(stored.members.all())) == (
+        "USD",
+        64,
+        [operator],
+    )
+
+
 def test_the_create_api_key_action_shows_a_new_key_for_each_tenant(admin, tenant):
     response = admin.post(
         "/admin/marketplace/tenant/",
@@ -452,22 +522,48 @@ def test_an_operator_posts_a_negative_adjustment(admin, tenant):
 
 
 @pytest.mark.parametrize(
-    ("fields", "error"),
+    ("fields", "errors"),
     [
-        ({"amount": "-5.00"}, "The amount must be positive and in the currency's minor unit."),
-        ({"amount": "0"}, "Constraint “ledger_amount_nonzero” is violated."),
+        (  # refused by the service: its detail above the form, its field problem on the field
+            {"amount": "-5.00"},
+            {
+                "__all__": ["The amount must be positive and in the currency's minor unit."],
+                "amount": ["Positive, minor unit."],
+            },
+        ),
+        (  # refused by the form: the model's own checks
+            {"amount": "0"},
+            {"__all__": ["Constraint “ledger_amount_nonzero” is violated."]},
+        ),
         (
             {"kind": "invoice"},
-            "Select a valid choice. invoice is not one of the available choices.",
+            {"kind": ["Select a valid choice. invoice is not one of the available choices."]},
         ),
     ],
+    ids=["service", "constraint", "choice"],
 )
-def test_a_posting_the_service_refuses_is_shown_on_the_form(admin, tenant, fields, error):
+def test_a_posting_the_service_refuses_is_shown_on_the_form(admin, tenant, fields, errors):
     response = admin.post("/admin/billing/ledgerentry/add/", posting(tenant, **fields))
     assert response.status_code == 200
-    form = response.context["adminform"].form
-    assert [str(message) for errors in form.errors.values() for message in errors] == [error]
+    assert form_errors(response) == errors
     assert not LedgerEntry.objects.exists()
+
+
+def test_the_posting_form_only_validates(tenant):
+    # a valid posting form, validated: nothing is on the ledger until the admin saves it
+    form = LedgerPostingForm(data=posting(tenant))
+    assert form.is_valid(), form.errors
+    assert not LedgerEntry.objects.exists()
+
+
+def test_a_refused_posting_then_a_valid_one_leave_exactly_one_entry(admin, frozen_now, tenant):
+    refused = admin.post("/admin/billing/ledgerentry/add/", posting(tenant, amount="-5.00"))
+    accepted = admin.post("/admin/billing/ledgerentry/add/", posting(tenant))
+
+    assert (refused.status_code, accepted.status_code) == (200, 302)
+    assert list(LedgerEntry.objects.values_list("kind", "amount", "reference")) == [
+        ("top_up", Decimal("500.00"), "TOPUP-1")
+    ]
 
 
 def test_a_reference_is_posted_only_once(admin, tenant):

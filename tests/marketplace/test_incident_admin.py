@@ -17,6 +17,8 @@ from billing.models import SlaCredit
 from capacity import services as capacity_services
 from capacity.models import CapacityPool, Incident, PoolHour
 from capacity.selectors import capacity_for_hours
+from marketplace import admin as marketplace_admin
+from marketplace.admin import IncidentRecordForm
 from marketplace.models import Displacement, DisplacementRule
 from marketplace.services.displacement import incident_record, policy_order
 from tests.admin_helpers import form_values, headings, rows, titled_tables
@@ -197,6 +199,53 @@ def test_maintenance_that_would_displace_bookings_is_recorded_only_once_confirme
         "0 GPU-hours moved to other pools, 16 GPU-hours lost."
     ]
     assert ledger_violations() == []
+
+
+def test_the_admin_records_a_confirmed_maintenance_once_within_its_time_budget(
+    admin, frozen_now, tenant, pool, settings, monkeypatch
+):
+    # given all 32 GPUs of pool-a booked 09-13, and a time budget for the screen
+    book(tenant, booking(gpus=32, start=at(9), hours=4))
+    settings.INCIDENT_ADMIN_DISPLACE_SECONDS = 2.5
+    calls = []
+
+    def recording(**kwargs):
+        calls.append(kwargs)
+        return incident_record(**kwargs)
+
+    monkeypatch.setattr(marketplace_admin, "incident_record", recording)
+    form = incident_form(pool, kind="maintenance", gpus=8, start=at(10), end=at(12))
+
+    # when the operator asks, is shown the list and confirms it
+    asked = admin.post(ADD, form)
+    digest = asked.context["adminform"].form["preview_digest"].value()
+    assert (asked.status_code, calls) == (200, [])  # asking records nothing
+    confirmed = admin.post(ADD, {**form, "confirm_displacement": "on", "preview_digest": digest})
+
+    # then the service recorded it once, by that operator, within the screen's time budget
+    assert confirmed.status_code == 302
+    assert [(call["recorded_by"], call["time_budget"]) for call in calls] == [("op", 2.5)]
+    assert Incident.objects.count() == 1
+
+
+def test_the_incident_form_only_validates(frozen_now, tenant, pool):
+    # given 8 GPUs booked on pool-a 09-13
+    book(tenant, booking(gpus=8, start=at(9), hours=4))
+    form = IncidentRecordForm(
+        data={
+            "pool": pool.pk,
+            "kind": "outage",
+            "gpus": 32,
+            "start": at(11).isoformat(),
+            "end": at(13).isoformat(),
+            "reason": "PDU failure",
+        }
+    )
+
+    # when a valid incident form is validated, nothing is recorded: the admin does that
+    assert form.is_valid(), form.errors
+    assert not Incident.objects.exists()
+    assert capacity(pool) == [32, 32, 32, 32]
 
 
 @pytest.mark.parametrize("confirmation", ["never shown", "shown for other input"])
