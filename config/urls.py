@@ -7,6 +7,10 @@ from core import health
 admin.site.site_header = "GPU Marketplace operations"
 admin.site.site_title = "GPU Marketplace"
 
+# Under /api/ errors are JSON like every API answer (core/api/fallback.py).
+handler404 = "core.api.fallback.not_found"
+handler500 = "core.api.fallback.server_error"
+
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),

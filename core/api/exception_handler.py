@@ -5,7 +5,9 @@
 
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied
+from django.db import InterfaceError, OperationalError
 from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -26,7 +28,24 @@ def _field_errors(detail: Any) -> dict[str, Any]:
     return detail
 
 
+def service_unavailable() -> Response:
+    """The database (or another part we depend on) cannot be reached: try again shortly."""
+    response = Response(
+        {
+            "code": "service_unavailable",
+            "detail": "The service is briefly unavailable; retry after the given seconds.",
+            "fields": {},
+        },
+        status=status.HTTP_503_SERVICE_UNAVAILABLE,
+    )
+    response["Retry-After"] = str(settings.API_RETRY_AFTER_SECONDS)
+    return response
+
+
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(exc, (OperationalError, InterfaceError)):
+        # A lost or refused connection: Django drops it, and the next request reconnects.
+        return service_unavailable()
     if isinstance(exc, ApplicationError):
         body = {"code": exc.code, "detail": exc.detail, "fields": exc.fields, **exc.extra}
         return Response(body, status=exc.status_code)

@@ -12,6 +12,10 @@ from rest_framework import serializers
 ERROR_CODES: dict[str, tuple[int, str]] = {
     "validation_error": (400, "A field is missing or malformed; `fields` names each one."),
     "parse_error": (400, "The body is not valid JSON."),
+    "service_unavailable": (
+        503,
+        "The database cannot be reached right now; retry after `Retry-After` seconds.",
+    ),
     "invalid_window": (
         400,
         "The time window is not whole UTC hours, is shorter than an hour, starts in the past, "

@@ -1,0 +1,40 @@
+"""What ``/api/`` answers outside the DRF views: JSON, never Django's HTML pages.
+
+``handler404`` and ``handler500`` (config/urls.py) use these for paths under ``/api/``;
+other paths keep Django's pages. A lost database connection met outside a view (in a
+middleware, say) reaches ``server_error`` and answers the same 503 as the views do."""
+
+import sys
+
+from django.conf import settings
+from django.db import InterfaceError, OperationalError
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views import defaults
+
+
+def _is_api(request: HttpRequest) -> bool:
+    return request.path.startswith("/api/")
+
+
+def _error(code: str, detail: str, status: int) -> JsonResponse:
+    return JsonResponse({"code": code, "detail": detail, "fields": {}}, status=status)
+
+
+def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    if _is_api(request):
+        return _error("not_found", "No such API path.", 404)
+    return defaults.page_not_found(request, exception)
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    if not _is_api(request):
+        return defaults.server_error(request)
+    if isinstance(sys.exc_info()[1], (OperationalError, InterfaceError)):
+        response = _error(
+            "service_unavailable",
+            "The service is briefly unavailable; retry after the given seconds.",
+            503,
+        )
+        response["Retry-After"] = str(settings.API_RETRY_AFTER_SECONDS)
+        return response
+    return _error("server_error", "An unexpected error occurred.", 500)
