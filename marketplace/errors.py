@@ -34,6 +34,16 @@ class IdempotencyKeyReused(ApplicationError):
     default_detail = "This Idempotency-Key was used with a different request."
 
 
+class IdempotencyKeyInUse(Conflict):
+    """A retry arrived while the first request with this Idempotency-Key is still running: try
+    again shortly (then it is the replay)."""
+
+    code = "idempotency_key_in_use"
+    default_detail = (
+        "A request with this Idempotency-Key is still being processed; retry in a moment."
+    )
+
+
 class InvalidStateTransition(Conflict):
     code = "invalid_state"
     default_detail = "The reservation cannot do that in its current state."

@@ -456,7 +456,8 @@ class DisplacementRule(models.Model):
 class IdempotencyRecord(models.Model):
     """Remembers the outcome of a write made under an ``Idempotency-Key`` header, so that a retry
     with the same key and body gets the same reservation (and the API the same status), and a
-    reuse of the key with another body is refused."""
+    reuse of the key with another body is refused. Kept IDEMPOTENCY_KEY_TTL_HOURS after
+    ``created_at``: older records are ignored (the key may be used again) and pruned."""
 
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
     scope = models.CharField(max_length=50, help_text="Which operation, e.g. reservation.create.")
@@ -469,6 +470,7 @@ class IdempotencyRecord(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["tenant", "scope", "key"], name="idem_unique_key"),
         ]
+        indexes = [models.Index(fields=["created_at"], name="idem_created_at")]
 
     def __str__(self) -> str:
         return f"{self.tenant_id}:{self.scope}:{self.key}"

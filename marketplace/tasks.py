@@ -1,6 +1,6 @@
 from celery import shared_task
 
-from marketplace.services.booking import reservations_advance
+from marketplace.services.booking import idempotency_records_prune, reservations_advance
 from marketplace.services.displacement import incidents_displace_due
 
 
@@ -24,3 +24,10 @@ def displace_incidents() -> dict[str, int]:
         "gpu_hours_lost": sum(result.gpu_hours_lost for result in results),
         "gpu_hours_left": sum(result.remaining_excess for result in results),
     }
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def prune_idempotency_records() -> int:
+    """Hourly: delete the Idempotency-Key records older than IDEMPOTENCY_KEY_TTL_HOURS (set-based,
+    in batches). Idempotent: a second run finds nothing left to delete."""
+    return idempotency_records_prune()

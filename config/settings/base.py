@@ -44,6 +44,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "core.api.throttling.RateLimitHeaders",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -126,6 +127,15 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
     "DATETIME_FORMAT": "%Y-%m-%dT%H:%M:%SZ",
+    # Rate limits (core/api/throttling.py): atomic counters in Redis, one budget per kind.
+    "DEFAULT_THROTTLE_CLASSES": [
+        "core.api.throttling.SearchRateThrottle",
+        "core.api.throttling.WriteRateThrottle",
+        "core.api.throttling.AnonymousRateThrottle",
+    ],
+    # How many proxies in front of the API append to X-Forwarded-For; 0 trusts none and
+    # identifies anonymous clients by REMOTE_ADDR.
+    "NUM_PROXIES": env.int("RATE_LIMIT_TRUSTED_PROXIES", default=0),
 }
 
 SPECTACULAR_SETTINGS = {
@@ -158,6 +168,19 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "store_processed": False,
     }
 CELERY_RESULT_BACKEND = None
+
+# Rate limits per API key (anonymous: per client address), in requests per window; see
+# core/api/throttling.py. Counted in RATE_LIMIT_REDIS_URL (default: the broker, if Redis);
+# empty turns rate limiting off. If Redis is unreachable, requests are allowed.
+RATE_LIMIT_REDIS_URL = env(
+    "RATE_LIMIT_REDIS_URL",
+    default=CELERY_BROKER_URL if CELERY_BROKER_URL.startswith(("redis://", "rediss://")) else "",
+)
+RATE_LIMIT_WINDOW_SECONDS = env.float("RATE_LIMIT_WINDOW_SECONDS", default=60.0)
+RATE_LIMIT_SEARCH = env.int("RATE_LIMIT_SEARCH", default=600)
+RATE_LIMIT_WRITE = env.int("RATE_LIMIT_WRITE", default=120)
+RATE_LIMIT_ANONYMOUS = env.int("RATE_LIMIT_ANONYMOUS", default=60)
+RATE_LIMIT_KEY_PREFIX = env("RATE_LIMIT_KEY_PREFIX", default="ratelimit")
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TIMEZONE = "UTC"
 CELERY_ENABLE_UTC = True
@@ -179,6 +202,9 @@ LOGGING = {
 BOOKING_MAX_HOURS = env.int("BOOKING_MAX_HOURS", default=90 * 24)
 BOOKING_HORIZON_DAYS = env.int("BOOKING_HORIZON_DAYS", default=365)
 QUOTE_HOLD_MINUTES = env.int("QUOTE_HOLD_MINUTES", default=10)
+# An Idempotency-Key is remembered this long after its first request (then it may be reused;
+# the hourly prune job deletes the records). Sent as Idempotency-Key-Expires.
+IDEMPOTENCY_KEY_TTL_HOURS = env.int("IDEMPOTENCY_KEY_TTL_HOURS", default=24)
 # Recording an incident in the admin moves reservations for at most this long before the page
 # answers; the displacement job (woken at once, and every minute) does the rest.
 INCIDENT_ADMIN_DISPLACE_SECONDS = env.float("INCIDENT_ADMIN_DISPLACE_SECONDS", default=10.0)

@@ -75,5 +75,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     code = exc.get_codes() if isinstance(exc, exceptions.APIException) else "error"
     if not isinstance(code, str):
         code = getattr(exc, "default_code", "error")
+    if isinstance(exc, exceptions.Throttled):
+        code = "rate_limited"  # Retry-After is set by DRF's handler, RateLimit-* by middleware
     response.data = {"code": code, "detail": str(detail), "fields": {}}
     return response

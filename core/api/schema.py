@@ -48,8 +48,19 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "no_matching_pool": (404, "No active pool matches the GPU model and location filters."),
     "insufficient_capacity": (409, "No pool has enough free GPUs for the whole window."),
     "invalid_state": (409, "The reservation cannot do that in its current status."),
+    "idempotency_key_in_use": (
+        409,
+        "The first request with this Idempotency-Key is still being processed; retry after "
+        "`Retry-After` seconds to get its outcome.",
+    ),
     "quote_expired": (410, "The quote's hold has lapsed; request a new quote."),
     "idempotency_key_reused": (422, "This Idempotency-Key was used with a different request."),
+    "rate_limited": (
+        429,
+        "Too many requests for this API key (or address) in the current window; retry after "
+        "`Retry-After` seconds. `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset` "
+        "headers describe the budget.",
+    ),
 }
 
 AUTH_ERRORS = ("not_authenticated", "invalid_api_key", "tenant_suspended")

@@ -4,10 +4,11 @@ Every endpoint is tenant-scoped: it needs a tenant API key, reads through the ca
 and answers 404 for another tenant's ids. Views parse, call a selector or a service, and
 render; the rules live in ``marketplace.services.booking``."""
 
+import functools
 import hashlib
 import re
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
@@ -46,7 +47,7 @@ from marketplace.api.serializers import (
     TenantSerializer,
     TenantSettingsSerializer,
 )
-from marketplace.errors import InvalidWindow, UnknownGpuModel
+from marketplace.errors import IdempotencyKeyInUse, InvalidWindow, UnknownGpuModel
 from marketplace.models import Reservation, Tenant
 from marketplace.services import booking
 from marketplace.services.tenants import tenant_settings_update
@@ -61,8 +62,14 @@ IDEMPOTENCY_KEY = OpenApiParameter(
     OpenApiParameter.HEADER,
     description="Makes a retry safe: the same key with the same body returns the first "
     "outcome (same reservation, same status); the same key with another body is a 422 "
-    "`idempotency_key_reused`. Printable ASCII, at most 200 characters, kept per tenant.",
+    "`idempotency_key_reused`; a retry while the first request with the key is still being "
+    "processed is a 409 `idempotency_key_in_use` with `Retry-After` (retry then for the "
+    "outcome). Printable ASCII, at most 200 characters, kept per tenant and operation for "
+    "`IDEMPOTENCY_KEY_TTL_HOURS` (24 by default) after the first request, as "
+    "`Idempotency-Key-Expires` says; after that the key counts as new.",
 )
+# Seconds a client should wait before retrying a request whose key is still in use.
+IDEMPOTENCY_KEY_IN_USE_RETRY_AFTER = 1
 RESERVATION_ID = OpenApiParameter(
     "reservation_id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="Reservation id."
 )
@@ -78,6 +85,38 @@ def _replayed_header(status_code: int) -> OpenApiParameter:
         description="`true` when this response replays an earlier request made with the same "
         "Idempotency-Key; absent otherwise.",
     )
+
+
+def _expires_header(status_code: int) -> OpenApiParameter:
+    return OpenApiParameter(
+        "Idempotency-Key-Expires",
+        OpenApiTypes.DATETIME,
+        OpenApiParameter.HEADER,
+        response=[status_code],
+        description="When a request was sent with an Idempotency-Key: until when (RFC 3339, "
+        "UTC) the key is remembered, i.e. `IDEMPOTENCY_KEY_TTL_HOURS` after its first "
+        "request. A retry before then replays this outcome; from then on the key counts as "
+        "new. Absent without an Idempotency-Key.",
+    )
+
+
+def _idempotency_headers(status_code: int) -> list[OpenApiParameter]:
+    return [IDEMPOTENCY_KEY, _replayed_header(status_code), _expires_header(status_code)]
+
+
+def _in_use(view):
+    """409 ``idempotency_key_in_use`` in the one error shape, plus ``Retry-After``."""
+
+    @functools.wraps(view)
+    def post(self, request: Request, *args, **kwargs) -> Response:
+        try:
+            return view(self, request, *args, **kwargs)
+        except IdempotencyKeyInUse as exc:
+            response = self.handle_exception(exc)
+            response["Retry-After"] = str(IDEMPOTENCY_KEY_IN_USE_RETRY_AFTER)
+            return response
+
+    return post
 
 
 def _tenant(request: Request) -> Tenant:
@@ -101,12 +140,19 @@ def _sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _written(reservation: Reservation, status_code: int, replayed: bool) -> Response:
+def _written(outcome: tuple[Reservation, bool], status_code: int) -> Response:
     """The reservation as written; a replay answers with the same status as the first call
-    (the status is the operation's: 201 for a new quote or reservation, 200 for an extension)."""
+    (the status is the operation's: 201 for a new quote or reservation, 200 for an extension).
+    Under an Idempotency-Key, ``Idempotency-Key-Expires`` says until when it is remembered."""
+    reservation, replayed = outcome
     response = Response(ReservationSerializer(reservation).data, status=status_code)
     if replayed:
         response["Idempotent-Replayed"] = "true"
+    expires_at = getattr(outcome, "key_expires_at", None)
+    if expires_at is not None:
+        response["Idempotency-Key-Expires"] = (
+            expires_at.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+        )
     return response
 
 
@@ -280,6 +326,7 @@ BOOKING_ERRORS = (
     "no_matching_pool",
     "insufficient_capacity",
     "idempotency_key_reused",
+    "idempotency_key_in_use",
     *TENANT_AUTH_ERRORS,
 )
 
@@ -301,22 +348,23 @@ class QuoteCreateApi(APIView):
         "then (from `expires_at` on it is `quote_expired`); a held quote cannot fail for lack of "
         "capacity.",
         request=BookingRequestSerializer,
-        parameters=[IDEMPOTENCY_KEY, _replayed_header(201)],
+        parameters=_idempotency_headers(201),
         responses={201: ReservationSerializer, **error_responses(*BOOKING_ERRORS)},
         **TENANT_SCHEMA,
     )
+    @_in_use
     def post(self, request: Request) -> Response:
         key = _idempotency_key(request)
         body = self.InputSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         booking_request = _booking_request(body.validated_data)
-        reservation, replayed = booking.quote_create(
+        outcome = booking.quote_create(
             tenant=_tenant(request),
             request=booking_request,
             idempotency_key=key,
             fingerprint=booking_request.fingerprint(),
         )
-        return _written(reservation, status.HTTP_201_CREATED, replayed)
+        return _written(outcome, status.HTTP_201_CREATED)
 
 
 class ReservationListCreateApi(GenericAPIView):
@@ -362,7 +410,7 @@ class ReservationListCreateApi(GenericAPIView):
             serializers=[QuoteConfirmSerializer, BookingRequestSerializer],
             resource_type_field_name=None,
         ),
-        parameters=[IDEMPOTENCY_KEY, _replayed_header(201)],
+        parameters=_idempotency_headers(201),
         responses={
             201: ReservationSerializer,
             **error_responses(*BOOKING_ERRORS, "not_found", "invalid_state", "quote_expired"),
@@ -387,6 +435,7 @@ class ReservationListCreateApi(GenericAPIView):
         ],
         **TENANT_SCHEMA,
     )
+    @_in_use
     def post(self, request: Request) -> Response:
         key = _idempotency_key(request)
         tenant = _tenant(request)
@@ -394,7 +443,7 @@ class ReservationListCreateApi(GenericAPIView):
             body = QuoteConfirmSerializer(data=request.data)
             body.is_valid(raise_exception=True)
             quote_id = body.validated_data["quote"]
-            reservation, replayed = booking.quote_confirm(
+            outcome = booking.quote_confirm(
                 tenant=tenant,
                 quote_id=quote_id,
                 idempotency_key=key,
@@ -404,13 +453,13 @@ class ReservationListCreateApi(GenericAPIView):
             body = BookingRequestSerializer(data=request.data)
             body.is_valid(raise_exception=True)
             booking_request = _booking_request(body.validated_data)
-            reservation, replayed = booking.reservation_create(
+            outcome = booking.reservation_create(
                 tenant=tenant,
                 request=booking_request,
                 idempotency_key=key,
                 fingerprint=booking_request.fingerprint(),
             )
-        return _written(reservation, status.HTTP_201_CREATED, replayed)
+        return _written(outcome, status.HTTP_201_CREATED)
 
 
 class ReservationDetailApi(APIView):
@@ -484,7 +533,7 @@ class ReservationExtendApi(APIView):
         description="Moves `end` later on the same pool at the locked unit price, atomically: "
         "either every added hour fits or nothing changes (409 `insufficient_capacity`). Quotas "
         "and credit apply to the added hours.",
-        parameters=[RESERVATION_ID, IDEMPOTENCY_KEY, _replayed_header(200)],
+        parameters=[RESERVATION_ID, *_idempotency_headers(200)],
         request=ExtendSerializer,
         responses={
             200: ReservationSerializer,
@@ -498,24 +547,26 @@ class ReservationExtendApi(APIView):
                 "insufficient_capacity",
                 "invalid_state",
                 "idempotency_key_reused",
+                "idempotency_key_in_use",
                 *TENANT_AUTH_ERRORS,
             ),
         },
         **TENANT_SCHEMA,
     )
+    @_in_use
     def post(self, request: Request, reservation_id: str) -> Response:
         key = _idempotency_key(request)
         body = self.InputSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         new_end = body.validated_data["end"]
-        reservation, replayed = booking.reservation_extend(
+        outcome = booking.reservation_extend(
             tenant=_tenant(request),
             reservation_id=reservation_id,
             new_end=new_end,
             idempotency_key=key,
             fingerprint=_sha256(f"extend:{reservation_id}:{new_end.isoformat()}"),
         )
-        return _written(reservation, status.HTTP_200_OK, replayed)
+        return _written(outcome, status.HTTP_200_OK)
 
 
 class TenantApi(APIView):

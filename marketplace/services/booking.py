@@ -19,7 +19,7 @@ from uuid import UUID
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import DateTimeField, ExpressionWrapper, F, QuerySet, Value
 
 from billing.credit import credit_available
@@ -32,6 +32,7 @@ from core.timeutils import HOUR, ceil_hour, floor_hour, hours_between, is_whole_
 from marketplace import events, pricing, selectors
 from marketplace.errors import (
     CreditLimitExceeded,
+    IdempotencyKeyInUse,
     IdempotencyKeyReused,
     InvalidGpuCount,
     InvalidStateTransition,
@@ -290,24 +291,70 @@ def _place(tenant: Tenant, request: BookingRequest, *, status: str, now: datetim
     )
 
 
-def _replay(tenant: Tenant, scope: str, key: str | None, fingerprint: str) -> Reservation | None:
+class Idempotent(tuple[Reservation, bool]):
+    """What an idempotent write returns: ``(reservation, replayed)``, plus ``key_expires_at``,
+    when the Idempotency-Key stops being remembered (``None`` without a key)."""
+
+    key_expires_at: datetime | None
+
+    def __new__(
+        cls, reservation: Reservation, replayed: bool, key_expires_at: datetime | None = None
+    ) -> "Idempotent":
+        outcome = super().__new__(cls, (reservation, replayed))
+        outcome.key_expires_at = key_expires_at
+        return outcome
+
+
+def idempotency_key_ttl() -> timedelta:
+    return timedelta(hours=settings.IDEMPOTENCY_KEY_TTL_HOURS)
+
+
+def _claim_key(tenant: Tenant, scope: str, key: str) -> None:
+    """Claim the key for this transaction without waiting: a PostgreSQL transaction-level
+    advisory lock on a 64-bit hash of (tenant, scope, key). Taken by another transaction means
+    the first request with this key is still running: ``IdempotencyKeyInUse``. The lock goes
+    with the transaction (commit, rollback, or a dropped connection), so a crashed request
+    never leaves the key stuck. A hash collision only costs a spurious 409 (retry-safe).
+    Elsewhere (SQLite, one writer at a time) the tenant lock serialises the retry instead."""
+    if connection.vendor != "postgresql":
+        return
+    digest = hashlib.sha256(f"idempotency-key:{tenant.pk}:{scope}:{key}".encode()).digest()
+    lock_id = int.from_bytes(digest[:8], "big", signed=True)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [lock_id])
+        (claimed,) = cursor.fetchone()
+    if not claimed:
+        raise IdempotencyKeyInUse()
+
+
+def _replay(tenant: Tenant, scope: str, key: str | None, fingerprint: str) -> Idempotent | None:
+    """The outcome of the earlier request with this key, if it is still remembered. A record
+    past IDEMPOTENCY_KEY_TTL_HOURS is deleted here (the caller holds the key and the tenant
+    lock) and the key counts as new."""
     if not key:
         return None
     record = IdempotencyRecord.objects.filter(tenant=tenant, scope=scope, key=key).first()
     if record is None:
         return None
+    expires_at = record.created_at + idempotency_key_ttl()
+    if expires_at <= utcnow():
+        record.delete()
+        return None
     if record.fingerprint != fingerprint:
         raise IdempotencyKeyReused()
-    return Reservation.objects.get(pk=record.reservation_id)
+    return Idempotent(Reservation.objects.get(pk=record.reservation_id), True, expires_at)
 
 
 def _remember(
     tenant: Tenant, scope: str, key: str | None, fingerprint: str, reservation: Reservation
-) -> None:
-    if key:
-        IdempotencyRecord.objects.create(
-            tenant=tenant, scope=scope, key=key, fingerprint=fingerprint, reservation=reservation
-        )
+) -> datetime | None:
+    """Record the outcome under the key; returns when the key expires (``None`` without one)."""
+    if not key:
+        return None
+    record = IdempotencyRecord.objects.create(
+        tenant=tenant, scope=scope, key=key, fingerprint=fingerprint, reservation=reservation
+    )
+    return record.created_at + idempotency_key_ttl()
 
 
 def _run_once(
@@ -318,39 +365,53 @@ def _run_once(
     idempotency_key: str | None,
     fingerprint: str,
     **kwargs: Any,
-) -> tuple[Reservation, bool]:
+) -> Idempotent:
     """Run ``operation`` under the tenant's lock unless this Idempotency-Key already ran it:
     a replay with the same request returns the reservation as it is now, the same key with
-    another request is refused. Returns ``(reservation, replayed)``."""
+    another request is refused (``IdempotencyKeyReused``). Returns ``(reservation, replayed)``.
+
+    In flight (as draft-ietf-httpapi-idempotency-key-header asks): the key is claimed first,
+    without waiting, by an advisory lock held until the transaction ends (``_claim_key``), and
+    only then is the tenant locked. So a retry that arrives while the first request still runs
+    gets ``IdempotencyKeyInUse`` (409) at once instead of queueing behind it; once the first
+    has committed, the retry claims the key, finds its record and replays it. The record is
+    written in the same transaction as the reservation, so a rolled-back or crashed first
+    request leaves neither a record nor a held key: the retry simply runs.
+
+    Expiry: a record is honoured for IDEMPOTENCY_KEY_TTL_HOURS after its first request (see
+    ``_replay``); ``idempotency_records_prune`` deletes older ones."""
     try:
         with transaction.atomic():
+            if idempotency_key:
+                _claim_key(tenant, scope, idempotency_key)
             locked = _lock_tenant(tenant)
             replay = _replay(locked, scope, idempotency_key, fingerprint)
             if replay is not None:
-                return replay, True
+                return replay
             reservation = operation(tenant=locked, **kwargs)
-            _remember(locked, scope, idempotency_key, fingerprint, reservation)
-            return reservation, False
+            expires_at = _remember(locked, scope, idempotency_key, fingerprint, reservation)
+            return Idempotent(reservation, False, expires_at)
     except IntegrityError:
-        # Another request with the same key won the race (the tenant lock makes this rare):
-        # answer with its outcome.
+        # Another request with the same key won the race (only possible without the advisory
+        # lock, i.e. not on PostgreSQL): answer with its outcome.
         with transaction.atomic():
             replay = _replay(tenant, scope, idempotency_key, fingerprint)
         if replay is None:
             raise
-        return replay, True
+        return replay
 
 
 def _idempotent(scope: str):
     """Make a tenant-scoped write idempotent per Idempotency-Key (see ``_run_once``). The
     wrapped service takes ``tenant``, ``fingerprint`` and an optional ``idempotency_key`` and
-    returns ``(reservation, replayed)``; what that means for HTTP is the view's business."""
+    returns ``(reservation, replayed)`` (an ``Idempotent``, which also says when the key
+    expires); what that means for HTTP is the view's business."""
 
     def decorator(operation):
         @functools.wraps(operation)
         def run(
             *, tenant: Tenant, idempotency_key: str | None = None, fingerprint: str, **kwargs: Any
-        ) -> tuple[Reservation, bool]:
+        ) -> Idempotent:
             return _run_once(
                 operation,
                 scope,
@@ -363,6 +424,22 @@ def _idempotent(scope: str):
         return run
 
     return decorator
+
+
+def idempotency_records_prune(*, now: datetime | None = None, batch_size: int = 5000) -> int:
+    """Delete the Idempotency-Key records older than IDEMPOTENCY_KEY_TTL_HOURS, one DELETE of
+    at most ``batch_size`` rows per transaction (nothing refers to a record, so no row is
+    loaded). Returns how many went."""
+    cutoff = (now or utcnow()) - idempotency_key_ttl()
+    expired = IdempotencyRecord.objects.filter(created_at__lte=cutoff)
+    removed = 0
+    while True:
+        with transaction.atomic():
+            batch = expired.order_by("created_at").values("pk")[:batch_size]
+            deleted, _ = IdempotencyRecord.objects.filter(pk__in=batch).delete()
+        removed += deleted
+        if deleted < batch_size:
+            return removed
 
 
 @_idempotent("quote.create")

@@ -18,6 +18,7 @@ from capacity.errors import InsufficientCapacity
 from capacity.models import CapacityPool, Incident, PoolHour
 from capacity.selectors import capacity_for_hours
 from core.timeutils import HOUR, hours_between
+from marketplace.errors import IdempotencyKeyInUse
 from marketplace.models import Displacement, Placement, Reservation, Tenant
 from marketplace.services import booking as svc
 from marketplace.services.displacement import (
@@ -38,6 +39,7 @@ SPAN_START = MONDAY_9  # the contested 12 hours: Monday 09:00-21:00 UTC
 SPAN_HOURS = 12
 BOOKED = "booked"
 REFUSED = "insufficient_capacity"
+IN_USE = "idempotency_key_in_use"
 
 
 # --- the invariant, shared with the other booking tests ------------------------------------
@@ -266,27 +268,33 @@ def test_16_retries_with_one_idempotency_key_make_one_reservation():
     CapacityPoolFactory(gpus_per_node=8, node_count=8)
     tenant = TenantFactory()
     request = booking(gpus=8, start=SPAN_START, hours=4)
-    answers: list[tuple[str, bool]] = [None] * 16
+    answers: list[tuple[str, bool] | str] = [""] * 16
 
     def work(i: int) -> list[str]:
-        reservation, replayed = svc.reservation_create(
-            tenant=tenant,
-            request=request,
-            idempotency_key="retry-me",
-            fingerprint=request.fingerprint(),
-            now=NOW,
-        )
-        answers[i] = (str(reservation.pk), replayed)
+        try:
+            reservation, replayed = svc.reservation_create(
+                tenant=tenant,
+                request=request,
+                idempotency_key="retry-me",
+                fingerprint=request.fingerprint(),
+                now=NOW,
+            )
+        except IdempotencyKeyInUse:
+            answers[i] = IN_USE
+        else:
+            answers[i] = (str(reservation.pk), replayed)
         return [BOOKED]
 
     # when all 16 arrive at once
     race(16, work)
 
-    # then one reservation exists, every request got it, and 15 were replays
+    # then one reservation exists and one request made it; each other one got it as a replay
+    # or was told the key is still in use (idempotency_key_in_use: retry later)
     assert Reservation.objects.count() == 1
     only = str(Reservation.objects.get().pk)
-    assert {pk for pk, _ in answers} == {only}
-    assert sorted(replayed for _, replayed in answers) == [False] + [True] * 15
+    outcomes = [answer for answer in answers if answer != IN_USE]
+    assert {pk for pk, _ in outcomes} == {only}
+    assert sorted(replayed for _, replayed in outcomes) == [False] + [True] * (len(outcomes) - 1)
     assert list(PoolHour.objects.values_list("booked", flat=True)) == [8] * 4
     assert ledger_violations() == []
 
