@@ -232,7 +232,7 @@ class ApiKeyAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
         revoked = 0
         for key in queryset.filter(revoked_at__isnull=True):
-            tenants.api_key_revoke(key=key)
+            tenants.api_key_operator_revoke(key=key)
             revoked += 1
         self.message_user(request, f"{revoked} API key(s) revoked.")
 

@@ -72,3 +72,10 @@ class CurrencyLocked(Conflict):
         "The tenant's billing currency is fixed once it has reservations, ledger entries or "
         "invoices."
     )
+
+
+class LastAdminKey(Conflict):
+    code = "last_admin_key"
+    default_detail = (
+        "This is the tenant's last active API key with the admin scope; create another first."
+    )

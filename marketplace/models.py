@@ -1,7 +1,7 @@
 """The demand side: tenants and their keys, the money they may commit, and reservations."""
 
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
@@ -10,6 +10,7 @@ from django.db import models
 from django.db.models import F, Q
 
 from capacity.models import CapacityPool, Incident
+from core.api.permissions import SCOPES
 from core.money import CURRENCY_CHOICES
 
 
@@ -104,10 +105,18 @@ class Tenant(models.Model):
         return self.status == self.Status.ACTIVE
 
 
+def api_key_all_scopes() -> list[str]:
+    """Every scope: what keys made by operators (and every key made before scopes) carry."""
+    return list(SCOPES)
+
+
 class ApiKey(models.Model):
     """A tenant's API key. Only a SHA-256 digest is stored; the key is shown once at creation.
 
-    Keys carry 256 bits of randomness, so a fast digest is safe (no password stretching)."""
+    Keys carry 256 bits of randomness, so a fast digest is safe (no password stretching).
+    ``scopes`` lists what the key may do (``read``, ``book``, ``admin``; checked by
+    ``core.api.permissions.HasScope``); the services only store known scopes. A key past
+    ``expires_at`` is refused like a revoked one."""
 
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="api_keys")
     name = models.CharField(max_length=100, default="default")
@@ -116,6 +125,12 @@ class ApiKey(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    scopes = models.JSONField(
+        default=api_key_all_scopes, help_text="What the key may do: read, book, admin."
+    )
+    expires_at = models.DateTimeField(
+        null=True, blank=True, help_text="The key stops working then; empty: never."
+    )
 
     class Meta:
         ordering = ["tenant", "-created_at"]
@@ -127,6 +142,9 @@ class ApiKey(models.Model):
     @property
     def is_revoked(self) -> bool:
         return self.revoked_at is not None
+
+    def is_expired(self, now: datetime) -> bool:
+        return self.expires_at is not None and self.expires_at <= now
 
 
 class PoolPrice(models.Model):

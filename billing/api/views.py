@@ -20,9 +20,9 @@ from billing.api.serializers import (
     UsageRowSerializer,
 )
 from billing.models import Invoice, UsageRecord
+from core.api.permissions import TENANT_PERMISSIONS
 from core.api.schema import TENANT_AUTH_ERRORS, error_responses
 from core.timeutils import utcnow
-from marketplace.api.authentication import IsTenant
 
 USAGE_MAX_DAYS = 366
 
@@ -52,7 +52,7 @@ class InvoiceFilter(django_filters.FilterSet):
     },
 )
 class InvoiceListApi(generics.ListAPIView):
-    permission_classes = [IsTenant]
+    permission_classes = TENANT_PERMISSIONS
     serializer_class = InvoiceSerializer
     filterset_class = InvoiceFilter
     ordering_fields = ["period_start", "total"]
@@ -72,7 +72,7 @@ class InvoiceListApi(generics.ListAPIView):
     },
 )
 class InvoiceDetailApi(generics.RetrieveAPIView):
-    permission_classes = [IsTenant]
+    permission_classes = TENANT_PERMISSIONS
     serializer_class = InvoiceDetailSerializer
     filter_backends = []
 
@@ -125,7 +125,7 @@ def _day_start(day: date) -> datetime:
     },
 )
 class UsageApi(generics.ListAPIView):
-    permission_classes = [IsTenant]
+    permission_classes = TENANT_PERMISSIONS
     serializer_class = UsageRowSerializer
     filter_backends = []
 
@@ -142,7 +142,7 @@ class UsageApi(generics.ListAPIView):
 
 
 class BalanceApi(APIView):
-    permission_classes = [IsTenant]
+    permission_classes = TENANT_PERMISSIONS
 
     @extend_schema(
         tags=["billing"],

@@ -39,15 +39,26 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
         "An operator disabled this webhook endpoint; only an operator can enable it again.",
     ),
     "not_authenticated": (401, "No credentials: send `Authorization: Bearer <API key>`."),
-    "invalid_api_key": (401, "The API key is unknown, malformed or revoked."),
+    "invalid_api_key": (401, "The API key is unknown, malformed, revoked or expired."),
     "credit_limit_exceeded": (402, "The booking would take the tenant beyond its credit limit."),
     "tenant_suspended": (403, "The tenant is suspended."),
     "tenant_required": (403, "This endpoint needs a tenant API key (not an operator session)."),
+    "insufficient_scope": (
+        403,
+        "The API key lacks the scope this request needs (`read` for reading, `book` for quotes "
+        "and reservation changes, `admin` for API keys, webhook endpoints and tenant "
+        "settings); `required_scope` names it.",
+    ),
     "quota_exceeded": (403, "The booking exceeds a tenant quota (GPUs at once, hours)."),
     "not_found": (404, "No such object for this tenant."),
     "no_matching_pool": (404, "No active pool matches the GPU model and location filters."),
     "insufficient_capacity": (409, "No pool has enough free GPUs for the whole window."),
     "invalid_state": (409, "The reservation cannot do that in its current status."),
+    "last_admin_key": (
+        409,
+        "This is the tenant's last active API key with the `admin` scope: create another "
+        "before revoking it.",
+    ),
     "idempotency_key_in_use": (
         409,
         "The first request with this Idempotency-Key is still being processed; retry after "
@@ -63,7 +74,7 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     ),
 }
 
-AUTH_ERRORS = ("not_authenticated", "invalid_api_key", "tenant_suspended")
+AUTH_ERRORS = ("not_authenticated", "invalid_api_key", "tenant_suspended", "insufficient_scope")
 TENANT_AUTH_ERRORS = (*AUTH_ERRORS, "tenant_required")
 
 
@@ -106,6 +117,9 @@ class ErrorSerializer(serializers.Serializer):
     )
     pool_status = serializers.CharField(
         required=False, help_text="invalid_state: the pool no longer sells hours (extend)."
+    )
+    required_scope = serializers.CharField(
+        required=False, help_text="insufficient_scope: the scope the request needs."
     )
     valid_types = serializers.ListField(
         child=serializers.CharField(),

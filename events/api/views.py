@@ -16,7 +16,7 @@ from rest_framework.response import Response
 from rest_framework.utils.urls import replace_query_param
 from rest_framework.views import APIView
 
-from core.api.permissions import IsTenant, request_tenant_id
+from core.api.permissions import SCOPE_ADMIN, TENANT_PERMISSIONS, request_tenant_id
 from core.api.schema import TENANT_AUTH_ERRORS, error_responses
 from events import selectors, services
 from events.api.serializers import (
@@ -52,7 +52,7 @@ ENDPOINT_INPUT_ERRORS = ("validation_error", "parse_error", "url_not_allowed", "
 
 
 class EventListApi(APIView):
-    permission_classes = [IsTenant]
+    permission_classes = TENANT_PERMISSIONS
 
     InputSerializer = EventListQuerySerializer
     OutputSerializer = EventPageSerializer
@@ -99,7 +99,7 @@ class EventListApi(APIView):
 
 
 class EventDetailApi(APIView):
-    permission_classes = [IsTenant]
+    permission_classes = TENANT_PERMISSIONS
 
     OutputSerializer = EventSerializer
 
@@ -119,7 +119,8 @@ class EventDetailApi(APIView):
 
 
 class EndpointListCreateApi(GenericAPIView):
-    permission_classes = [IsTenant]
+    permission_classes = TENANT_PERMISSIONS
+    required_scopes = {"POST": SCOPE_ADMIN}
     parser_classes = [JSONParser]
     filter_backends = []
     serializer_class = WebhookEndpointCreateSerializer
@@ -172,7 +173,8 @@ class EndpointListCreateApi(GenericAPIView):
 
 
 class EndpointDetailApi(APIView):
-    permission_classes = [IsTenant]
+    permission_classes = TENANT_PERMISSIONS
+    required_scopes = {"PATCH": SCOPE_ADMIN, "DELETE": SCOPE_ADMIN}
     parser_classes = [JSONParser]
 
     InputSerializer = WebhookEndpointUpdateSerializer
@@ -236,7 +238,8 @@ class EndpointDetailApi(APIView):
 
 
 class EndpointRotateSecretApi(APIView):
-    permission_classes = [IsTenant]
+    permission_classes = TENANT_PERMISSIONS
+    required_scopes = {"POST": SCOPE_ADMIN}
 
     OutputSerializer = WebhookEndpointRotatedSerializer
 
@@ -265,7 +268,7 @@ class EndpointRotateSecretApi(APIView):
 
 
 class EndpointDeliveryListApi(GenericAPIView):
-    permission_classes = [IsTenant]
+    permission_classes = TENANT_PERMISSIONS
     filter_backends = []
     serializer_class = WebhookDeliverySerializer
 
@@ -301,7 +304,7 @@ class EndpointDeliveryListApi(GenericAPIView):
 
 
 class DeliveryDetailApi(APIView):
-    permission_classes = [IsTenant]
+    permission_classes = TENANT_PERMISSIONS
 
     OutputSerializer = WebhookDeliveryDetailSerializer
 

@@ -1,7 +1,9 @@
 """Tenant API keys: ``Authorization: Bearer <key>``.
 
-The key is looked up by its SHA-256 digest (only the digest is stored). An unknown or revoked
-key is a 401 ``invalid_api_key``; a suspended tenant's key is a 403 ``tenant_suspended``.
+The key is looked up by its SHA-256 digest (only the digest is stored) on every request, with
+no cache, so a revocation takes effect at once. An unknown, revoked or expired key is a 401
+``invalid_api_key``; a suspended tenant's key is a 403 ``tenant_suspended``. What the key may
+do (its scopes) is checked by ``core.api.permissions.HasScope``.
 ``request.user`` becomes a ``TenantPrincipal`` and ``request.auth`` the ``ApiKey``."""
 
 from typing import Any
@@ -12,6 +14,7 @@ from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 
 from core.api.permissions import IsTenant  # noqa: F401 - re-exported for the views
+from core.timeutils import utcnow
 from marketplace.models import ApiKey, Tenant
 from marketplace.services.tenants import api_key_digest, api_key_touch
 
@@ -82,6 +85,8 @@ class ApiKeyAuthentication(BaseAuthentication):
             raise InvalidApiKey()
         if key.is_revoked:
             raise InvalidApiKey("This API key has been revoked.")
+        if key.is_expired(utcnow()):
+            raise InvalidApiKey("This API key has expired.")
         if not key.tenant.is_active:
             raise TenantSuspendedDenied()
         api_key_touch(key=key)

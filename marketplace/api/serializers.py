@@ -12,6 +12,8 @@ from rest_framework import serializers
 from rest_framework.settings import ISO_8601
 
 from capacity.models import CapacityPool
+from core.api.permissions import SCOPES
+from core.timeutils import utcnow
 from marketplace.models import Reservation
 from marketplace.selectors import Window
 
@@ -359,3 +361,58 @@ class TenantSettingsSerializer(serializers.Serializer):
         required=False,
         help_text="In the tenant's currency; null turns the alert off.",
     )
+
+
+SCOPE_HELP = (
+    "What the key may do: `read` (every GET), `book` (quotes and reservation changes), `admin` "
+    "(API keys, webhook endpoints, tenant settings)."
+)
+
+
+class ApiKeySerializer(serializers.Serializer):
+    """An API key as listed: never its secret nor its digest."""
+
+    id = serializers.IntegerField(read_only=True)
+    name = serializers.CharField()
+    prefix = serializers.CharField(
+        help_text="Visible part of the key (`gpum_<prefix>_...`): identifies it in lists and logs."
+    )
+    scopes = serializers.ListField(
+        child=serializers.ChoiceField(choices=SCOPES), help_text=SCOPE_HELP
+    )
+    created_at = serializers.DateTimeField()
+    last_used_at = serializers.DateTimeField(
+        allow_null=True, help_text="Last request made with it (updated at most once a minute)."
+    )
+    expires_at = serializers.DateTimeField(
+        allow_null=True, help_text="The key stops working then; null: never."
+    )
+    revoked_at = serializers.DateTimeField(
+        allow_null=True, help_text="When it was revoked; null: it was not."
+    )
+
+
+class ApiKeyCreatedSerializer(ApiKeySerializer):
+    key = serializers.CharField(
+        help_text="The secret key, to send as `Authorization: Bearer <key>`. Shown only in this "
+        "response: store it now."
+    )
+
+
+class ApiKeyCreateSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=100, help_text="A label for people, e.g. `ci`.")
+    scopes = serializers.ListField(
+        child=serializers.ChoiceField(choices=SCOPES),
+        min_length=1,
+        help_text=SCOPE_HELP + " At least one.",
+    )
+    expires_at = AwareDateTimeField(
+        required=False,
+        allow_null=True,
+        help_text="When the key stops working (in the future); omitted or null: never.",
+    )
+
+    def validate_expires_at(self, value: datetime | None) -> datetime | None:
+        if value is not None and value <= utcnow():
+            raise serializers.ValidationError("Must be in the future.", code="in_past")
+        return value

@@ -29,4 +29,6 @@ urlpatterns = [
         name="reservation-extend",
     ),
     path("tenant/", views.TenantApi.as_view(), name="tenant"),
+    path("api-keys/", views.ApiKeyListCreateApi.as_view(), name="api-key-list"),
+    path("api-keys/<str:key_id>/", views.ApiKeyDetailApi.as_view(), name="api-key-detail"),
 ]

@@ -1,4 +1,5 @@
-"""The booking API: search, earliest windows, quotes, reservations, cancel, extend, tenant.
+"""The booking API: search, earliest windows, quotes, reservations, cancel, extend, tenant,
+and the tenant's API keys.
 
 Every endpoint is tenant-scoped: it needs a tenant API key, reads through the caller's tenant
 and answers 404 for another tenant's ids. Views parse, call a selector or a service, and
@@ -29,13 +30,16 @@ from rest_framework.views import APIView
 
 from billing.credit import credit_available
 from capacity.models import GpuModel
+from core.api.permissions import SCOPE_ADMIN, SCOPE_BOOK, TENANT_PERMISSIONS, request_tenant_id
 from core.api.schema import TENANT_AUTH_ERRORS, error_responses
 from core.errors import NotFound
 from core.timeutils import ceil_hour, floor_hour, is_whole_hour, utcnow
 from marketplace import selectors
-from marketplace.api.authentication import IsTenant
 from marketplace.api.filters import ReservationFilter
 from marketplace.api.serializers import (
+    ApiKeyCreatedSerializer,
+    ApiKeyCreateSerializer,
+    ApiKeySerializer,
     AvailabilityQuerySerializer,
     BookingRequestSerializer,
     CancelSerializer,
@@ -48,9 +52,14 @@ from marketplace.api.serializers import (
     TenantSettingsSerializer,
 )
 from marketplace.errors import IdempotencyKeyInUse, InvalidWindow, UnknownGpuModel
-from marketplace.models import Reservation, Tenant
+from marketplace.models import ApiKey, Reservation, Tenant
 from marketplace.services import booking
-from marketplace.services.tenants import tenant_settings_update
+from marketplace.services.tenants import (
+    api_key_create,
+    api_key_list,
+    api_key_revoke,
+    tenant_settings_update,
+)
 
 IDEMPOTENCY_KEY_PATTERN = re.compile(r"^[\x21-\x7e]{1,200}$")  # printable ASCII, no spaces
 DEFAULT_SEARCH_SPAN = timedelta(days=30)
@@ -231,7 +240,7 @@ def _search_span(
 
 
 class AvailabilityApi(APIView):
-    permission_classes = [IsTenant]
+    permission_classes = TENANT_PERMISSIONS
 
     InputSerializer = AvailabilityQuerySerializer
     OutputSerializer = CapacityOfferSerializer
@@ -270,7 +279,7 @@ class AvailabilityApi(APIView):
 
 
 class EarliestWindowsApi(APIView):
-    permission_classes = [IsTenant]
+    permission_classes = TENANT_PERMISSIONS
 
     InputSerializer = EarliestQuerySerializer
     OutputSerializer = CapacityOfferSerializer
@@ -332,7 +341,8 @@ BOOKING_ERRORS = (
 
 
 class QuoteCreateApi(APIView):
-    permission_classes = [IsTenant]
+    permission_classes = TENANT_PERMISSIONS
+    required_scopes = {"POST": SCOPE_BOOK}
     parser_classes = [JSONParser]
 
     InputSerializer = BookingRequestSerializer
@@ -368,7 +378,8 @@ class QuoteCreateApi(APIView):
 
 
 class ReservationListCreateApi(GenericAPIView):
-    permission_classes = [IsTenant]
+    permission_classes = TENANT_PERMISSIONS
+    required_scopes = {"POST": SCOPE_BOOK}
     parser_classes = [JSONParser]
     filterset_class = ReservationFilter
     ordering_fields = ["start", "end", "created_at", "gpu_count", "total_price"]
@@ -463,7 +474,7 @@ class ReservationListCreateApi(GenericAPIView):
 
 
 class ReservationDetailApi(APIView):
-    permission_classes = [IsTenant]
+    permission_classes = TENANT_PERMISSIONS
 
     OutputSerializer = ReservationSerializer
 
@@ -485,7 +496,8 @@ class ReservationDetailApi(APIView):
 
 
 class ReservationCancelApi(APIView):
-    permission_classes = [IsTenant]
+    permission_classes = TENANT_PERMISSIONS
+    required_scopes = {"POST": SCOPE_BOOK}
     parser_classes = [JSONParser]
 
     InputSerializer = CancelSerializer
@@ -521,7 +533,8 @@ class ReservationCancelApi(APIView):
 
 
 class ReservationExtendApi(APIView):
-    permission_classes = [IsTenant]
+    permission_classes = TENANT_PERMISSIONS
+    required_scopes = {"POST": SCOPE_BOOK}
     parser_classes = [JSONParser]
 
     InputSerializer = ExtendSerializer
@@ -570,7 +583,8 @@ class ReservationExtendApi(APIView):
 
 
 class TenantApi(APIView):
-    permission_classes = [IsTenant]
+    permission_classes = TENANT_PERMISSIONS
+    required_scopes = {"PATCH": SCOPE_ADMIN}
 
     OutputSerializer = TenantSerializer
 
@@ -621,3 +635,108 @@ class TenantApi(APIView):
             changes["ending_soon_lead"] = timedelta(minutes=changes.pop("ending_soon_lead_minutes"))
         request.user.tenant = tenant_settings_update(tenant=_tenant(request), **changes)
         return self.get(request)
+
+
+KEYS_SCHEMA = {"auth": [{"bearerAuth": []}], "tags": ["api-keys"]}
+API_KEY_ID = OpenApiParameter(
+    "key_id", OpenApiTypes.INT, OpenApiParameter.PATH, description="API key id."
+)
+ADMIN_ONLY = dict.fromkeys(("GET", "HEAD", "OPTIONS", "POST", "DELETE"), SCOPE_ADMIN)
+
+
+def _key_data(key: ApiKey) -> dict:
+    return {
+        "id": key.pk,
+        "name": key.name,
+        "prefix": key.prefix,
+        "scopes": key.scopes,
+        "created_at": key.created_at,
+        "last_used_at": key.last_used_at,
+        "expires_at": key.expires_at,
+        "revoked_at": key.revoked_at,
+    }
+
+
+class ApiKeyListCreateApi(GenericAPIView):
+    """The tenant's own API keys. Managing keys needs a key with the ``admin`` scope."""
+
+    permission_classes = TENANT_PERMISSIONS
+    required_scopes = ADMIN_ONLY
+    parser_classes = [JSONParser]
+    filter_backends = []
+    serializer_class = ApiKeyCreateSerializer
+
+    InputSerializer = ApiKeyCreateSerializer
+    OutputSerializer = ApiKeySerializer
+    CreatedSerializer = ApiKeyCreatedSerializer
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):  # schema generation: no tenant
+            return ApiKey.objects.none()
+        return api_key_list(tenant_id=request_tenant_id(self.request))
+
+    @extend_schema(
+        operation_id="api_key_list",
+        summary="List the tenant's API keys",
+        description="Newest first, revoked and expired keys included; never a secret (it is "
+        "shown once, when the key is created). Needs the `admin` scope. Paginated with `page` "
+        "and `page_size`.",
+        responses={200: ApiKeySerializer(many=True), **error_responses(*TENANT_AUTH_ERRORS)},
+        **KEYS_SCHEMA,
+    )
+    def get(self, request: Request) -> Response:
+        page = self.paginate_queryset(self.get_queryset())
+        return self.get_paginated_response(
+            self.OutputSerializer([_key_data(key) for key in page], many=True).data
+        )
+
+    @extend_schema(
+        operation_id="api_key_create",
+        summary="Create an API key",
+        description="A new key of the caller's tenant with the given `scopes` and, optionally, "
+        "an expiry. The response holds the secret `key`: it is not shown again. Needs the "
+        "`admin` scope.",
+        request=ApiKeyCreateSerializer,
+        responses={
+            201: ApiKeyCreatedSerializer,
+            **error_responses("validation_error", "parse_error", *TENANT_AUTH_ERRORS),
+        },
+        **KEYS_SCHEMA,
+    )
+    def post(self, request: Request) -> Response:
+        body = self.InputSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        key, raw_key = api_key_create(
+            tenant=_tenant(request),
+            name=data["name"],
+            scopes=data["scopes"],
+            expires_at=data.get("expires_at"),
+        )
+        return Response(
+            self.CreatedSerializer({**_key_data(key), "key": raw_key}).data,
+            status=status.HTTP_201_CREATED,
+        )
+
+
+class ApiKeyDetailApi(APIView):
+    permission_classes = TENANT_PERMISSIONS
+    required_scopes = ADMIN_ONLY
+
+    @extend_schema(
+        operation_id="api_key_revoke",
+        summary="Revoke an API key",
+        description="The key stops working at once (401 `invalid_api_key` from its next "
+        "request on) and stays listed with `revoked_at`. Revoking a revoked key is a no-op. "
+        "The tenant's last active key with the `admin` scope cannot be revoked (409 "
+        "`last_admin_key`): create another admin key first. Needs the `admin` scope.",
+        parameters=[API_KEY_ID],
+        responses={
+            204: None,
+            **error_responses("not_found", "last_admin_key", *TENANT_AUTH_ERRORS),
+        },
+        **KEYS_SCHEMA,
+    )
+    def delete(self, request: Request, key_id: str) -> Response:
+        api_key_revoke(tenant=_tenant(request), key_id=key_id)
+        return Response(status=status.HTTP_204_NO_CONTENT)

@@ -2,7 +2,8 @@
 
 import hashlib
 import secrets
-from datetime import timedelta
+from collections.abc import Iterable
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import cast
 
@@ -10,10 +11,11 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.utils.text import slugify
 
-from core.errors import InvalidInput
+from core.api.permissions import SCOPE_ADMIN, SCOPES
+from core.errors import InvalidInput, NotFound
 from core.timeutils import utcnow
 from marketplace import events
-from marketplace.errors import CurrencyLocked
+from marketplace.errors import CurrencyLocked, LastAdminKey
 from marketplace.models import ApiKey, Tenant
 
 KEY_PREFIX = "gpum"
@@ -97,20 +99,95 @@ def tenant_update(*, tenant: Tenant, **changes: object) -> Tenant:
     return locked
 
 
+def api_key_scopes_check(scopes: Iterable[str]) -> list[str]:
+    """The scopes, deduplicated in their canonical order; InvalidInput if any is unknown or
+    there are none."""
+    scopes = list(scopes)
+    unknown = sorted(set(scopes) - set(SCOPES))
+    if unknown or not scopes:
+        message = f"Unknown scopes: {', '.join(unknown)}." if unknown else "Give a scope."
+        raise InvalidInput(
+            f"{message} Scopes are {', '.join(SCOPES)}.",
+            fields={
+                "scopes": [{"code": "invalid_choice" if unknown else "empty", "message": message}]
+            },
+        )
+    return [scope for scope in SCOPES if scope in scopes]
+
+
 @transaction.atomic
-def api_key_create(*, tenant: Tenant, name: str = "default") -> tuple[ApiKey, str]:
+def api_key_create(
+    *,
+    tenant: Tenant,
+    name: str = "default",
+    scopes: Iterable[str] = SCOPES,
+    expires_at: datetime | None = None,
+) -> tuple[ApiKey, str]:
     """Create a key and return it with the raw secret, which is never stored nor shown again.
 
-    The raw key reads ``gpum_<prefix>_<secret>``; the prefix identifies it in lists and logs."""
+    The raw key reads ``gpum_<prefix>_<secret>``; the prefix identifies it in lists and logs.
+    Without ``scopes`` the key may do everything (operators' keys and a tenant's first key);
+    ``expires_at``, when given, must be in the future."""
+    checked = api_key_scopes_check(scopes)
+    if expires_at is not None and expires_at <= utcnow():
+        raise InvalidInput(
+            "expires_at must be in the future.",
+            fields={"expires_at": [{"code": "in_past", "message": "Must be in the future."}]},
+        )
     prefix = secrets.token_hex(6)
     raw_key = f"{KEY_PREFIX}_{prefix}_{secrets.token_urlsafe(32)}"
     key = ApiKey.objects.create(
-        tenant=tenant, name=name, prefix=prefix, digest=api_key_digest(raw_key)
+        tenant=tenant,
+        name=name,
+        prefix=prefix,
+        digest=api_key_digest(raw_key),
+        scopes=checked,
+        expires_at=expires_at,
     )
     return key, raw_key
 
 
-def api_key_revoke(*, key: ApiKey) -> ApiKey:
+def api_key_list(*, tenant_id: int) -> QuerySet[ApiKey]:
+    """The tenant's keys, revoked and expired ones included, newest first."""
+    return ApiKey.objects.filter(tenant_id=tenant_id).order_by("-created_at", "-pk")
+
+
+def _is_active_admin(key: ApiKey, now: datetime) -> bool:
+    return not key.is_revoked and not key.is_expired(now) and SCOPE_ADMIN in key.scopes
+
+
+@transaction.atomic
+def api_key_revoke(*, tenant: Tenant, key_id: int | str) -> ApiKey:
+    """The tenant revokes one of its keys: it stops working at once. Revoking a key already
+    revoked returns it unchanged; another tenant's key is NotFound. The tenant's last active
+    key with the ``admin`` scope cannot be revoked (LastAdminKey), or nobody could manage
+    its keys any more. Runs under the tenant row lock, so two concurrent revokes cannot each
+    see the other's key as the one left."""
+    Tenant.objects.select_for_update(of=("self",)).get(pk=tenant.pk)
+    try:
+        key = ApiKey.objects.get(tenant_id=tenant.pk, pk=int(key_id))
+    except (ApiKey.DoesNotExist, ValueError, TypeError):
+        raise NotFound("No such API key.") from None
+    if key.is_revoked:
+        return key
+    now = utcnow()
+    if _is_active_admin(key, now):
+        others = ApiKey.objects.filter(tenant_id=tenant.pk, revoked_at__isnull=True).exclude(
+            pk=key.pk
+        )
+        if not any(_is_active_admin(other, now) for other in others):
+            raise LastAdminKey(
+                f"{key.prefix} is the tenant's last active API key with the admin scope: "
+                "create another admin key before revoking it."
+            )
+    key.revoked_at = now
+    key.save(update_fields=["revoked_at"])
+    return key
+
+
+def api_key_operator_revoke(*, key: ApiKey) -> ApiKey:
+    """An operator revokes a key (say, a leaked one): always allowed, even the tenant's last
+    admin key; an operator can give the tenant a new one."""
     ApiKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(revoked_at=utcnow())
     key.refresh_from_db()
     return key

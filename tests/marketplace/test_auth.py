@@ -8,7 +8,7 @@ from django.test import Client
 from rest_framework.test import APIClient
 
 from marketplace.models import ApiKey, Tenant
-from marketplace.services.tenants import api_key_revoke
+from marketplace.services.tenants import api_key_operator_revoke
 from tests.marketplace.api_helpers import tenant_client
 from tests.marketplace.conftest import NOW
 
@@ -103,7 +103,7 @@ def test_last_use_is_written_at_most_once_a_minute(api):
 
 def test_a_revoked_key_is_a_401(api):
     # given the key was revoked
-    api_key_revoke(key=api.api_key)
+    api_key_operator_revoke(key=api.api_key)
     # when it is used
     response = api.get("/api/v1/tenant/")
     # then it no longer authenticates
@@ -117,7 +117,7 @@ def test_a_revoked_key_is_a_401(api):
 
 def test_revoking_one_key_leaves_the_tenants_other_keys_working(frozen_now, tenant):
     first, second = tenant_client(tenant), tenant_client(tenant)
-    api_key_revoke(key=first.api_key)
+    api_key_operator_revoke(key=first.api_key)
     assert first.get("/api/v1/tenant/").status_code == 401
     assert second.get("/api/v1/tenant/").status_code == 200
 
