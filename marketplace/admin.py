@@ -64,10 +64,23 @@ class ReadOnlyAdminMixin:
         return False
 
 
+@admin.display(description="Scopes")
+def scope_list(key: ApiKey) -> str:
+    return ", ".join(key.scopes)
+
+
 class ApiKeyInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = ApiKey
     extra = 0
-    fields = ["prefix", "name", "created_at", "last_used_at", "revoked_at"]
+    fields = [
+        "prefix",
+        "name",
+        scope_list,
+        "created_at",
+        "last_used_at",
+        "expires_at",
+        "revoked_at",
+    ]
     readonly_fields = fields
     show_change_link = True
 
@@ -216,12 +229,30 @@ class PoolPriceAdmin(admin.ModelAdmin):
 
 @admin.register(ApiKey)
 class ApiKeyAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ["prefix", "name", "tenant", "created_at", "last_used_at", "revoked_at"]
+    list_display = [
+        "prefix",
+        "name",
+        "tenant",
+        scope_list,
+        "created_at",
+        "last_used_at",
+        "expires_at",
+        "revoked_at",
+    ]
     list_filter = [("revoked_at", admin.EmptyFieldListFilter), "tenant"]
     search_fields = ["prefix", "name", "tenant__name", "tenant__slug"]
     list_select_related = ["tenant"]
     # The digest is never shown: it is as good as a password hash for an attacker.
-    fields = ["prefix", "name", "tenant", "created_at", "last_used_at", "revoked_at"]
+    fields = [
+        "prefix",
+        "name",
+        "tenant",
+        scope_list,
+        "created_at",
+        "last_used_at",
+        "expires_at",
+        "revoked_at",
+    ]
     readonly_fields = fields
     actions = ["revoke"]
 

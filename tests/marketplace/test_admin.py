@@ -93,8 +93,10 @@ def pages(model: str, objects: dict) -> tuple[list[dict[str, str]], dict[str, st
         "prefix": objects["apikey"].prefix,
         "name": "default",
         "tenant": tenant.name,
+        "scope_list": "read, book, admin",
         "created_at": BOOKED_AT,
         "last_used_at": "-",
+        "expires_at": "-",
         "revoked_at": "-",
     }
     window = {"start": "Dec. 7, 2026, 9 a.m.", "end": "Dec. 7, 2026, 1 p.m."}
