@@ -156,6 +156,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Every operation also documents 429 (rate limits) and 503 (database unreachable).
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "core.api.schema.document_api_edges",
+    ],
 }
 
 # Celery: CELERY_BROKER_URL, e.g. redis://127.0.0.1:6379/0. The embedded default is kombu's

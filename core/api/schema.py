@@ -152,3 +152,41 @@ def error_responses(*codes: str) -> dict[int, OpenApiResponse]:
             ],
         )
     return responses
+
+
+def _edge_response(code: str, headers: dict[str, str]) -> dict:
+    _, description = ERROR_CODES[code]
+    return {
+        "description": f"`{code}`: {description}",
+        "headers": {
+            name: {"schema": {"type": "integer"}, "description": text}
+            for name, text in headers.items()
+        },
+        "content": {
+            "application/json": {
+                "schema": {"$ref": "#/components/schemas/Error"},
+                "examples": {code: {"value": {"code": code, "detail": description, "fields": {}}}},
+            }
+        },
+    }
+
+
+def document_api_edges(result: dict, generator, request, public) -> dict:
+    """Every API operation may answer 429 (its rate-limit budget is spent) and 503 (the
+    database cannot be reached): a drf-spectacular post-processing hook adds both, with their
+    headers, wherever an operation does not document them itself."""
+    retry = {"Retry-After": "Seconds to wait before retrying."}
+    rate = {
+        **retry,
+        "RateLimit-Limit": "The budget of the window.",
+        "RateLimit-Remaining": "What is left of it.",
+        "RateLimit-Reset": "Seconds until the window resets.",
+    }
+    for path, operations in result.get("paths", {}).items():
+        if not path.startswith("/api/v1/"):
+            continue
+        for operation in operations.values():
+            responses = operation.setdefault("responses", {})
+            responses.setdefault("429", _edge_response("rate_limited", rate))
+            responses.setdefault("503", _edge_response("service_unavailable", retry))
+    return result

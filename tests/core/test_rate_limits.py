@@ -181,3 +181,20 @@ def test_requests_pass_when_redis_is_down(limits, caplog):
     assert [r.status_code for r in responses] == [200, 200, 200]
     assert "RateLimit-Limit" not in responses[0]
     assert "Redis unreachable" in caplog.text
+
+
+def test_every_operation_documents_429_and_503_with_their_headers(client):
+    schema = client.get("/api/schema/?format=json").json()
+    operations = [
+        (path, method, operation)
+        for path, methods in schema["paths"].items()
+        if path.startswith("/api/v1/")
+        for method, operation in methods.items()
+    ]
+    assert operations
+    for path, method, operation in operations:
+        responses = operation["responses"]
+        assert {"429", "503"} <= set(responses), (method, path)
+        assert "Retry-After" in responses["429"]["headers"]
+        assert "RateLimit-Remaining" in responses["429"]["headers"]
+        assert "Retry-After" in responses["503"]["headers"]

@@ -198,6 +198,8 @@ def test_the_schema_documents_bearer_auth_and_every_booking_endpoint(db):
         "409",
         "410",
         "422",
+        "429",
+        "503",
     }
     assert "idempotency_key_reused" in create["responses"]["422"]["description"]
     assert "Idempotency-Key" in [p["name"] for p in create["parameters"]]
