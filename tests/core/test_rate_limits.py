@@ -186,15 +186,15 @@ def test_requests_pass_when_redis_is_down(limits, caplog):
 def test_every_operation_documents_429_and_503_with_their_headers(client):
     schema = client.get("/api/schema/?format=json").json()
     operations = [
-        (path, method, operation)
-        for path, methods in schema["paths"].items()
-        if path.startswith("/api/v1/")
+        (url, method, operation)
+        for url, methods in schema["paths"].items()
+        if url.startswith("/api/v1/")
         for method, operation in methods.items()
     ]
     assert operations
-    for path, method, operation in operations:
+    for url, method, operation in operations:
         responses = operation["responses"]
-        assert {"429", "503"} <= set(responses), (method, path)
+        assert {"429", "503"} <= set(responses), (method, url)
         assert "Retry-After" in responses["429"]["headers"]
         assert "RateLimit-Remaining" in responses["429"]["headers"]
         assert "Retry-After" in responses["503"]["headers"]
