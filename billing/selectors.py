@@ -24,7 +24,7 @@ from django.db.models import (
 from django.db.models.functions import Coalesce, Greatest, TruncDate
 
 from billing.credit import credit_figures
-from billing.models import Charge, CreditNote, Invoice, LedgerEntry, Payment, UsageRecord
+from billing.models import Charge, CreditNote, Invoice, Payment, UsageRecord
 from core.timeutils import utcnow
 from marketplace.models import Tenant
 
@@ -144,11 +144,6 @@ def invoice_settlement(*, invoice: Invoice) -> InvoiceSettlement:
         paid=_sum(Payment.objects.filter(invoice=invoice), "amount"),
         credited=_sum(CreditNote.objects.filter(invoice=invoice), "amount"),
     )
-
-
-def ledger_balance_in(*, tenant: Tenant, currency: str) -> Decimal:
-    """The tenant's ledger balance counting only entries in ``currency``."""
-    return _sum(LedgerEntry.objects.filter(tenant=tenant, currency=currency), "amount")
 
 
 @dataclass(frozen=True)

@@ -177,3 +177,26 @@ def test_an_outage_found_after_the_invoice_was_issued_gives_a_credit_note(twins,
     (note,) = CreditNote.objects.filter(invoice=invoice, reason="correction")
     assert note.amount == Decimal("96.00")
     assert Reservation.objects.get().charge == Decimal("288.00")
+
+
+def test_an_outage_of_idle_gpus_changes_no_bill(twins):
+    # given a 512-GPU pool with 104 GPUs booked 09-17 (13 reservations of 8)
+    hit, control = twins
+    big = CapacityPoolFactory(slug="big", gpus_per_node=8, node_count=64)
+    reservations = [
+        book(hit if n % 2 else control, booking(gpus=8, start=at(9), hours=8), now=BOOKED)
+        for n in range(13)
+    ]
+
+    # when 8 idle GPUs fail 10-12 and December is closed
+    outage(big, 8, at(10), at(12), now=BOOKED)
+    close_december()
+
+    # then every invoice bills exactly the bookings' totals, nobody is credited
+    for tenant in twins:
+        booked_total = sum(r.total_price for r in reservations if r.tenant_id == tenant.pk)
+        assert december_invoice(tenant).subtotal == booked_total
+    assert not CreditNote.objects.exists()
+    assert not SlaCredit.objects.exists()
+    assert UsageRecord.objects.count() == 13 * 8
+    assert ledger_violations() == []
