@@ -8,6 +8,8 @@ admin.site.site_header = "GPU Marketplace operations"
 admin.site.site_title = "GPU Marketplace"
 
 # Under /api/ errors are JSON like every API answer (core/api/fallback.py).
+handler400 = "core.api.fallback.bad_request"
+handler403 = "core.api.fallback.permission_denied"
 handler404 = "core.api.fallback.not_found"
 handler500 = "core.api.fallback.server_error"
 

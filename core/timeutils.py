@@ -3,6 +3,9 @@
 from datetime import UTC, datetime, timedelta
 
 HOUR = timedelta(hours=1)
+# The widest UTC offset in use anywhere (Kiribati, +14:00; the lowest is -12:00). A time given
+# with a wider one (RFC 3339's grammar allows up to ±23:59) is refused as a mistake.
+MAX_UTC_OFFSET = timedelta(hours=14)
 
 
 def utcnow() -> datetime:
@@ -34,3 +37,9 @@ def hours_between(start: datetime, end: datetime) -> int:
 def hour_range(start: datetime, end: datetime) -> list[datetime]:
     first = start.astimezone(UTC)
     return [first + i * HOUR for i in range(hours_between(start, end))]
+
+
+def offset_in_use(moment: datetime) -> bool:
+    """Whether an aware ``moment``'s UTC offset is one that exists (within ±14:00)."""
+    offset = moment.utcoffset()
+    return offset is None or abs(offset) <= MAX_UTC_OFFSET

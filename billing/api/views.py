@@ -20,6 +20,7 @@ from billing.api.serializers import (
     UsageRowSerializer,
 )
 from billing.models import Invoice, UsageRecord
+from core.api.filters import BooleanFilter
 from core.api.permissions import TENANT_PERMISSIONS
 from core.api.schema import TENANT_AUTH_ERRORS, error_responses
 from core.timeutils import utcnow
@@ -30,7 +31,7 @@ USAGE_MAX_DAYS = 366
 class InvoiceFilter(django_filters.FilterSet):
     status = django_filters.ChoiceFilter(choices=Invoice.Status.choices)
     currency = django_filters.CharFilter()
-    overdue = django_filters.BooleanFilter(
+    overdue = BooleanFilter(
         help_text="true: only invoices past their due date with something still due."
     )
 

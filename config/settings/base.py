@@ -28,6 +28,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_celery_beat",
+    "simple_history",
     "core",
     "capacity",
     "marketplace",
@@ -38,12 +39,16 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # /api/ requests too long, too large or with empty query values: JSON 4xx (core/api/limits.py).
+    "core.api.limits.RequestLimits",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # The audit trail: lets history rows name who made a change (core/history.py).
+    "simple_history.middleware.HistoryRequestMiddleware",
     "core.api.throttling.RateLimitHeaders",
 ]
 
@@ -88,6 +93,10 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     )
 # A database that cannot be reached answers 503 service_unavailable with this Retry-After.
 API_RETRY_AFTER_SECONDS = env.int("API_RETRY_AFTER_SECONDS", default=5)
+# Request size limits for /api/ (core/api/limits.py): longer URLs get 414 uri_too_long, larger
+# bodies 413 request_too_large, in JSON. gunicorn.conf.py lets URLs this long through to Django.
+API_MAX_URL_LENGTH = env.int("API_MAX_URL_LENGTH", default=8192)
+API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=64 * 1024)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -129,6 +138,8 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "core.api.exception_handler.exception_handler",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    # Bodies are JSON only: another content type is a 415 unsupported_media_type.
+    "DEFAULT_PARSER_CLASSES": ["core.api.parsers.JSONParser"],
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
     "DATETIME_FORMAT": "%Y-%m-%dT%H:%M:%SZ",
     # Rate limits (core/api/throttling.py): atomic counters in Redis, one budget per kind.

@@ -11,21 +11,31 @@ from django.db import InterfaceError, OperationalError
 from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from core.errors import ApplicationError
 
 
-def _field_errors(detail: Any) -> dict[str, Any]:
+def _field_errors(detail: Any, path: str = "") -> dict[str, list[dict[str, str]]]:
+    """DRF's nested errors flattened: ``{"event_types.3": [{code, message}], ...}``, a dotted
+    path per value at fault (list items by index), ``non_field_errors`` for the body itself."""
     if isinstance(detail, dict):
-        return {key: _field_errors(value) for key, value in detail.items()}
-    if isinstance(detail, list):
-        if all(isinstance(item, exceptions.ErrorDetail) for item in detail):
-            return [{"code": item.code, "message": str(item)} for item in detail]
-        return [_field_errors(item) for item in detail]
-    if isinstance(detail, exceptions.ErrorDetail):
-        return [{"code": detail.code, "message": str(detail)}]
-    return detail
+        flat: dict[str, list[dict[str, str]]] = {}
+        for key, value in detail.items():
+            flat.update(_field_errors(value, f"{path}.{key}" if path else str(key)))
+        return flat
+    if isinstance(detail, list) and not all(
+        isinstance(item, exceptions.ErrorDetail) for item in detail
+    ):
+        flat = {}
+        for index, item in enumerate(detail):
+            if item:  # a valid item of a list has no errors
+                flat.update(_field_errors(item, f"{path}.{index}" if path else str(index)))
+        return flat
+    items = detail if isinstance(detail, list) else [detail]
+    key = path or api_settings.NON_FIELD_ERRORS_KEY
+    return {key: [{"code": str(item.code), "message": str(item)} for item in items]}
 
 
 def service_unavailable() -> Response:
@@ -61,8 +71,6 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
 
     if isinstance(exc, exceptions.ValidationError):
         fields = _field_errors(exc.detail)
-        if isinstance(fields, list):
-            fields = {"non_field_errors": fields}
         response.data = {
             "code": "validation_error",
             "detail": "The request has invalid fields.",

@@ -1,6 +1,8 @@
 """What ``/api/`` answers outside the DRF views: JSON, never Django's HTML pages.
 
-``handler404`` and ``handler500`` (config/urls.py) use these for paths under ``/api/``;
+``handler400``, ``handler403``, ``handler404`` and ``handler500`` (config/urls.py) use these
+for paths under ``/api/`` (a request Django itself refuses — a host not allowed, too many
+query parameters — is a 400 ``bad_request``);
 other paths keep Django's pages. A lost database connection met outside a view (in a
 middleware, say) reaches ``server_error`` and answers the same 503 as the views do."""
 
@@ -18,6 +20,18 @@ def _is_api(request: HttpRequest) -> bool:
 
 def _error(code: str, detail: str, status: int) -> JsonResponse:
     return JsonResponse({"code": code, "detail": detail, "fields": {}}, status=status)
+
+
+def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
+    if _is_api(request):
+        return _error("bad_request", "The request is malformed or not allowed.", 400)
+    return defaults.bad_request(request, exception)
+
+
+def permission_denied(request: HttpRequest, exception: Exception) -> HttpResponse:
+    if _is_api(request):
+        return _error("permission_denied", "You do not have permission to do this.", 403)
+    return defaults.permission_denied(request, exception)
 
 
 def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:

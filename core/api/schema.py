@@ -11,7 +11,11 @@ from rest_framework import serializers
 # code -> (HTTP status, what it means). The one list of error codes the API documents.
 ERROR_CODES: dict[str, tuple[int, str]] = {
     "validation_error": (400, "A field is missing or malformed; `fields` names each one."),
-    "parse_error": (400, "The body is not valid JSON."),
+    "parse_error": (400, "The body is not valid JSON (or nested too deeply)."),
+    "bad_request": (400, "The request is malformed (e.g. a Host this service does not answer)."),
+    "unsupported_media_type": (415, "The body is not `application/json`."),
+    "request_too_large": (413, "The body is larger than the limit (64 KiB by default)."),
+    "uri_too_long": (414, "The URL is longer than the limit (8,192 characters by default)."),
     "service_unavailable": (
         503,
         "The database cannot be reached right now; retry after `Retry-After` seconds.",
@@ -42,6 +46,7 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "invalid_api_key": (401, "The API key is unknown, malformed, revoked or expired."),
     "credit_limit_exceeded": (402, "The booking would take the tenant beyond its credit limit."),
     "tenant_suspended": (403, "The tenant is suspended."),
+    "permission_denied": (403, "The caller may not do this."),
     "tenant_required": (403, "This endpoint needs a tenant API key (not an operator session)."),
     "insufficient_scope": (
         403,
@@ -50,7 +55,7 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
         "settings); `required_scope` names it.",
     ),
     "quota_exceeded": (403, "The booking exceeds a tenant quota (GPUs at once, hours)."),
-    "not_found": (404, "No such object for this tenant."),
+    "not_found": (404, "No such object for this tenant (or a page past the last one)."),
     "no_matching_pool": (404, "No active pool matches the GPU model and location filters."),
     "insufficient_capacity": (409, "No pool has enough free GPUs for the whole window."),
     "invalid_state": (409, "The reservation cannot do that in its current status."),
@@ -171,10 +176,73 @@ def _edge_response(code: str, headers: dict[str, str]) -> dict:
     }
 
 
+# OpenAPI links for stateful clients (and tests): what a response's id lets you do next.
+_ID = "$response.body#/id"
+LINKS: dict[str, dict[str, dict]] = {
+    "quote_create": {
+        "ConfirmQuote": {"operationId": "reservation_create", "requestBody": {"quote": _ID}},
+    },
+    "reservation_create": {
+        name: {"operationId": target, "parameters": {"reservation_id": _ID}}
+        for name, target in (
+            ("GetReservation", "reservation_retrieve"),
+            ("ExtendReservation", "reservation_extend"),
+            ("CancelReservation", "reservation_cancel"),
+        )
+    },
+    "webhook_endpoint_create": {
+        name: {"operationId": target, "parameters": {"endpoint_id": _ID}}
+        for name, target in (
+            ("GetEndpoint", "webhook_endpoint_retrieve"),
+            ("UpdateEndpoint", "webhook_endpoint_update"),
+            ("RotateSecret", "webhook_endpoint_rotate_secret"),
+            ("ListDeliveries", "webhook_delivery_list"),
+            ("DeleteEndpoint", "webhook_endpoint_delete"),
+        )
+    },
+    "invoices_list": {
+        "GetInvoice": {
+            "operationId": "invoices_retrieve",
+            "parameters": {"id": "$response.body#/results/0/id"},
+        },
+    },
+    "api_key_create": {
+        "RevokeKey": {"operationId": "api_key_revoke", "parameters": {"key_id": _ID}},
+    },
+}
+
+
+def _errors_response(*codes: str) -> dict:
+    description = "; ".join(f"`{code}`: {ERROR_CODES[code][1]}" for code in codes)
+    return {
+        "description": description,
+        "content": {
+            "application/json": {
+                "schema": {"$ref": "#/components/schemas/Error"},
+                "examples": {
+                    code: {"value": {"code": code, "detail": ERROR_CODES[code][1], "fields": {}}}
+                    for code in codes
+                },
+            }
+        },
+    }
+
+
+def _no_empty_values(parameter: dict) -> None:
+    """Query values may not be empty (core/api/limits.py): ``minLength: 1`` on strings."""
+    schema = parameter.get("schema", {})
+    target = schema.get("items", {}) if schema.get("type") == "array" else schema
+    if target.get("type") == "string":
+        target.setdefault("minLength", 1)
+
+
 def document_api_edges(result: dict, generator, request, public) -> dict:
-    """Every API operation may answer 429 (its rate-limit budget is spent) and 503 (the
-    database cannot be reached): a drf-spectacular post-processing hook adds both, with their
-    headers, wherever an operation does not document them itself."""
+    """What every API operation may answer besides its own responses, added by a
+    drf-spectacular post-processing hook wherever an operation does not document it itself:
+    429 (its rate-limit budget is spent) and 503 (the database cannot be reached) with their
+    headers; 401/403 (credentials); 414 (URL too long); 400 for bad query values; 413/415 for
+    bodies; 404 for path ids and for pages past the last. Also the OpenAPI links (``LINKS``)
+    and ``minLength: 1`` on query strings (empty values are refused)."""
     retry = {"Retry-After": "Seconds to wait before retrying."}
     rate = {
         **retry,
@@ -186,7 +254,27 @@ def document_api_edges(result: dict, generator, request, public) -> dict:
         if not path.startswith("/api/v1/"):
             continue
         for operation in operations.values():
+            parameters = operation.get("parameters", [])
+            query = [p for p in parameters if p.get("in") == "query"]
+            for parameter in query:
+                _no_empty_values(parameter)
             responses = operation.setdefault("responses", {})
+            if query or "requestBody" in operation:
+                responses.setdefault("400", _errors_response("validation_error", "parse_error"))
+            responses.setdefault("401", _errors_response("not_authenticated", "invalid_api_key"))
+            responses.setdefault("403", _errors_response("permission_denied", "insufficient_scope"))
+            if any(p.get("in") == "path" for p in parameters) or any(
+                p["name"] == "page" for p in query
+            ):
+                responses.setdefault("404", _errors_response("not_found"))
+            if "requestBody" in operation:
+                responses.setdefault("413", _errors_response("request_too_large"))
+                responses.setdefault("415", _errors_response("unsupported_media_type"))
+            responses.setdefault("414", _errors_response("uri_too_long"))
             responses.setdefault("429", _edge_response("rate_limited", rate))
             responses.setdefault("503", _edge_response("service_unavailable", retry))
+            links = LINKS.get(operation.get("operationId", ""))
+            if links:
+                success = next(code for code in ("201", "200") if code in responses)
+                responses[success]["links"] = links
     return result

@@ -6,6 +6,7 @@ rotate-secret responses."""
 from drf_spectacular.extensions import OpenApiSerializerFieldExtension
 from rest_framework import serializers
 
+from core.api.serializers import JsonInputSerializer
 from events.models import Delivery, WebhookEndpoint
 from events.services import DESCRIPTION_MAX_LENGTH
 from events.types import EVENT_TYPES
@@ -118,7 +119,7 @@ def _event_types_field(**kwargs) -> serializers.ListField:
     )
 
 
-class WebhookEndpointCreateSerializer(serializers.Serializer):
+class WebhookEndpointCreateSerializer(JsonInputSerializer):
     url = serializers.URLField(
         max_length=2000,
         help_text="Where deliveries are POSTed. https, resolving to public addresses only.",
@@ -129,7 +130,7 @@ class WebhookEndpointCreateSerializer(serializers.Serializer):
     event_types = _event_types_field(required=False, default=list)
 
 
-class WebhookEndpointUpdateSerializer(serializers.Serializer):
+class WebhookEndpointUpdateSerializer(JsonInputSerializer):
     """Only the fields given change. Enabling an endpoint clears why it was disabled and its
     failure streak; disabling it stops its deliveries (they wait, pending)."""
 

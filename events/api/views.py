@@ -10,7 +10,6 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
 from rest_framework.generics import GenericAPIView
-from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.utils.urls import replace_query_param
@@ -121,7 +120,6 @@ class EventDetailApi(APIView):
 class EndpointListCreateApi(GenericAPIView):
     permission_classes = TENANT_PERMISSIONS
     required_scopes = {"POST": SCOPE_ADMIN}
-    parser_classes = [JSONParser]
     filter_backends = []
     serializer_class = WebhookEndpointCreateSerializer
 
@@ -175,7 +173,6 @@ class EndpointListCreateApi(GenericAPIView):
 class EndpointDetailApi(APIView):
     permission_classes = TENANT_PERMISSIONS
     required_scopes = {"PATCH": SCOPE_ADMIN, "DELETE": SCOPE_ADMIN}
-    parser_classes = [JSONParser]
 
     InputSerializer = WebhookEndpointUpdateSerializer
     OutputSerializer = WebhookEndpointSerializer

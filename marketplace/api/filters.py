@@ -1,12 +1,17 @@
+from datetime import UTC
+
 import django_filters
 from django import forms
 from django.utils.dateparse import parse_datetime
 
+from core.timeutils import offset_in_use
 from marketplace.models import Reservation
 
 
 class AwareIsoDateTimeField(django_filters.fields.IsoDateTimeField):
-    """ISO 8601 with a UTC offset; a time without one is refused, not guessed."""
+    """ISO 8601 with a UTC offset; a time without one is refused, not guessed, and so is an
+    offset no place uses (beyond ±14:00, e.g. ``-17:15``, which PostgreSQL would not take
+    either). Returned in UTC."""
 
     def to_python(self, value):
         if isinstance(value, str) and value.strip():
@@ -18,7 +23,17 @@ class AwareIsoDateTimeField(django_filters.fields.IsoDateTimeField):
                 raise forms.ValidationError(
                     "Give a UTC offset, e.g. 2026-12-07T09:00:00Z.", code="naive"
                 )
-        return super().to_python(value)
+            if parsed is not None and not offset_in_use(parsed):
+                raise forms.ValidationError(
+                    "A UTC offset is between -14:00 and +14:00.", code="invalid_offset"
+                )
+        parsed = super().to_python(value)
+        if parsed is None:
+            return None
+        try:
+            return parsed.astimezone(UTC)
+        except OverflowError:  # 0001-01-01T00:00-01:00 lies before the first UTC instant
+            raise forms.ValidationError("Out of range.", code="invalid") from None
 
 
 class AwareIsoDateTimeFilter(django_filters.IsoDateTimeFilter):

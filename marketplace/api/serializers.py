@@ -7,13 +7,14 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.utils.dateparse import parse_datetime
-from drf_spectacular.utils import extend_schema_field
+from drf_spectacular.utils import extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 from rest_framework.settings import ISO_8601
 
 from capacity.models import CapacityPool
 from core.api.permissions import SCOPES
-from core.timeutils import utcnow
+from core.api.serializers import JsonInputSerializer
+from core.timeutils import offset_in_use, utcnow
 from marketplace.models import Reservation
 from marketplace.selectors import Window
 
@@ -27,6 +28,7 @@ class AwareDateTimeField(serializers.DateTimeField):
 
     default_error_messages = {
         "naive": "Give a UTC offset, e.g. 2026-12-07T09:00:00Z.",
+        "invalid_offset": "A UTC offset is between -14:00 and +14:00.",
     }
 
     def __init__(self, **kwargs) -> None:
@@ -42,6 +44,8 @@ class AwareDateTimeField(serializers.DateTimeField):
                 parsed = None  # well-formed but impossible: the parent says "invalid"
             if parsed is not None and parsed.tzinfo is None:
                 self.fail("naive")
+            if parsed is not None and not offset_in_use(parsed):
+                self.fail("invalid_offset")
         elif isinstance(value, datetime) and value.tzinfo is None:
             self.fail("naive")
         return super().to_internal_value(value)
@@ -67,7 +71,7 @@ def max_unit_price_field() -> serializers.DecimalField:
     )
 
 
-class PoolCriteriaSerializer(serializers.Serializer):
+class PoolCriteriaSerializer(JsonInputSerializer):
     """What to book and where: the GPU model plus optional location filters."""
 
     gpu_model = serializers.CharField(
@@ -119,6 +123,9 @@ class EarliestQuerySerializer(PoolCriteriaSerializer):
         return value
 
 
+# Named "BookingRequest" in the schema (request components get the suffix), not
+# "BookingRequestRequest".
+@extend_schema_serializer(component_name="Booking")
 class BookingRequestSerializer(PoolCriteriaSerializer):
     """A booking request: placed on the cheapest pool that fits (primary before backup at
     equal price)."""
@@ -133,7 +140,7 @@ class BookingRequestSerializer(PoolCriteriaSerializer):
 BOOKING_FIELDS = frozenset(BookingRequestSerializer().fields)
 
 
-class QuoteConfirmSerializer(serializers.Serializer):
+class QuoteConfirmSerializer(JsonInputSerializer):
     """Confirm a held quote."""
 
     quote = serializers.UUIDField(help_text="The id of a held quote (POST /api/v1/quotes/).")
@@ -148,13 +155,13 @@ class QuoteConfirmSerializer(serializers.Serializer):
         return attrs
 
 
-class CancelSerializer(serializers.Serializer):
+class CancelSerializer(JsonInputSerializer):
     reason = serializers.CharField(
         max_length=500, required=False, allow_blank=True, default="", help_text="Why (optional)."
     )
 
 
-class ExtendSerializer(serializers.Serializer):
+class ExtendSerializer(JsonInputSerializer):
     end = AwareDateTimeField(help_text="The new end, a whole UTC hour after the current end.")
 
 
@@ -344,7 +351,7 @@ class TenantSerializer(serializers.Serializer):
     )
 
 
-class TenantSettingsSerializer(serializers.Serializer):
+class TenantSettingsSerializer(JsonInputSerializer):
     """The tenant's own notification settings (PATCH: send only what changes)."""
 
     ending_soon_lead_minutes = serializers.IntegerField(
@@ -399,7 +406,7 @@ class ApiKeyCreatedSerializer(ApiKeySerializer):
     )
 
 
-class ApiKeyCreateSerializer(serializers.Serializer):
+class ApiKeyCreateSerializer(JsonInputSerializer):
     name = serializers.CharField(max_length=100, help_text="A label for people, e.g. `ci`.")
     scopes = serializers.ListField(
         child=serializers.ChoiceField(choices=SCOPES),

@@ -23,7 +23,6 @@ from drf_spectacular.utils import (
 from rest_framework import serializers as drf_serializers
 from rest_framework import status
 from rest_framework.generics import GenericAPIView
-from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -343,7 +342,6 @@ BOOKING_ERRORS = (
 class QuoteCreateApi(APIView):
     permission_classes = TENANT_PERMISSIONS
     required_scopes = {"POST": SCOPE_BOOK}
-    parser_classes = [JSONParser]
 
     InputSerializer = BookingRequestSerializer
     OutputSerializer = ReservationSerializer
@@ -380,7 +378,6 @@ class QuoteCreateApi(APIView):
 class ReservationListCreateApi(GenericAPIView):
     permission_classes = TENANT_PERMISSIONS
     required_scopes = {"POST": SCOPE_BOOK}
-    parser_classes = [JSONParser]
     filterset_class = ReservationFilter
     ordering_fields = ["start", "end", "created_at", "gpu_count", "total_price"]
     ordering = ["-created_at"]
@@ -417,7 +414,7 @@ class ReservationListCreateApi(GenericAPIView):
         "request to book and confirm at once on the cheapest pool that fits. 201 with the "
         "confirmed reservation.",
         request=PolymorphicProxySerializer(
-            component_name="ReservationCreateRequest",
+            component_name="ReservationCreate",  # "...Request" in the schema
             serializers=[QuoteConfirmSerializer, BookingRequestSerializer],
             resource_type_field_name=None,
         ),
@@ -498,7 +495,6 @@ class ReservationDetailApi(APIView):
 class ReservationCancelApi(APIView):
     permission_classes = TENANT_PERMISSIONS
     required_scopes = {"POST": SCOPE_BOOK}
-    parser_classes = [JSONParser]
 
     InputSerializer = CancelSerializer
     OutputSerializer = ReservationSerializer
@@ -535,7 +531,6 @@ class ReservationCancelApi(APIView):
 class ReservationExtendApi(APIView):
     permission_classes = TENANT_PERMISSIONS
     required_scopes = {"POST": SCOPE_BOOK}
-    parser_classes = [JSONParser]
 
     InputSerializer = ExtendSerializer
     OutputSerializer = ReservationSerializer
@@ -662,7 +657,6 @@ class ApiKeyListCreateApi(GenericAPIView):
 
     permission_classes = TENANT_PERMISSIONS
     required_scopes = ADMIN_ONLY
-    parser_classes = [JSONParser]
     filter_backends = []
     serializer_class = ApiKeyCreateSerializer
 

@@ -3,28 +3,21 @@ and recovers by itself once it is back — against a live gunicorn on production
 database connection runs through a TCP proxy the test stops and starts again."""
 
 import contextlib
-import os
 import socket
-import subprocess
-import sys
 import threading
-import time
 from decimal import Decimal
-from pathlib import Path
 
 import httpx
 import pytest
-from django.conf import settings
 from django.db import connection
 
 from marketplace.models import Reservation
 from marketplace.services.tenants import api_key_create
 from tests.factories import CapacityPoolFactory, TenantFactory
+from tests.live_server import free_port, gunicorn
 from tests.marketplace.test_concurrency import ledger_violations
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 class TcpProxy:
@@ -33,7 +26,7 @@ class TcpProxy:
 
     def __init__(self, upstream: tuple[str, int]) -> None:
         self.upstream = upstream
-        self.port = _free_port()
+        self.port = free_port()
         self.sockets: list[socket.socket] = []
         self.listener: socket.socket | None = None
         self.lock = threading.Lock()
@@ -85,12 +78,6 @@ def _pump(source: socket.socket, target: socket.socket) -> None:
                 sock.shutdown(socket.SHUT_RDWR)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture
 def proxy():
     db = connection.settings_dict
@@ -103,41 +90,8 @@ def proxy():
 @pytest.fixture
 def live_server_via(proxy):
     """gunicorn on production settings, its database reached through ``proxy``."""
-    db = connection.settings_dict
-    port = _free_port()
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "config.settings.production",
-        "SECRET_KEY": "outage-test",
-        "ALLOWED_HOSTS": "127.0.0.1",
-        "SECURE_SSL_REDIRECT": "false",
-        "DATABASE_URL": f"postgres://{db['USER']}@127.0.0.1:{proxy.port}/{db['NAME']}",
-        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
-        "API_RETRY_AFTER_SECONDS": "3",
-        "LOG_LEVEL": "CRITICAL",
-    }
-    server = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "config.wsgi", "-b", f"127.0.0.1:{port}", "-w", "1"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        else:
-            pytest.fail("gunicorn did not start")
+    with gunicorn(db_port=proxy.port, API_RETRY_AFTER_SECONDS="3") as base:
         yield base
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
 
 
 def test_a_lost_database_answers_503_json_and_the_api_recovers_by_itself(proxy, live_server_via):

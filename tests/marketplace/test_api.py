@@ -748,10 +748,33 @@ def test_the_list_refuses_malformed_filters(api, pool, query):
 
 
 def test_a_page_past_the_end_is_a_404(api, pool):
-    for page in ("2", "99999999999999999999999", "last-ish"):
+    for page in ("2", "2147483647"):
         response = api.get(f"/api/v1/reservations/?page={page}")
         assert response.status_code == 404
         assert response.json()["code"] == "not_found"
+
+
+def test_a_malformed_page_or_page_size_is_a_400_naming_it(api, pool):
+    for query, name in (
+        ("page=0", "page"),
+        ("page=-1", "page"),
+        ("page=last-ish", "page"),
+        ("page=99999999999999999999999", "page"),
+        ("page=%C2%B2", "page"),  # a superscript two is a digit to Python, not a number
+        ("page_size=0", "page_size"),
+        ("page_size=501", "page_size"),
+        ("page_size=null", "page_size"),
+        ("page_size=1.5", "page_size"),
+    ):
+        response = api.get(f"/api/v1/reservations/?{query}")
+        assert response.status_code == 400, query
+        assert response.json()["code"] == "validation_error"
+        assert list(response.json()["fields"]) == [name], query
+
+
+def test_the_largest_page_size_is_allowed(api, pool):
+    response = api.get("/api/v1/reservations/?page_size=500")
+    assert response.status_code == 200
 
 
 def test_the_detail_shows_one_of_the_callers_reservations(api, tenant, pool):

@@ -90,14 +90,21 @@ def test_a_read_key_lists_webhook_endpoints(frozen_now, tenant):
 
 
 def test_unknown_and_missing_scopes_are_validation_errors(admin_api):
-    for scopes in (["read", "delete"], [], "read"):
+    for scopes, at_fault, code in (
+        (["read", "delete"], "scopes.1", "invalid_choice"),
+        ([], "scopes", "min_length"),
+        ("read", "scopes", "invalid_type"),
+        (["read", 7], "scopes.1", "invalid_type"),
+    ):
         response = admin_api.post(
             "/api/v1/api-keys/", {"name": "x", "scopes": scopes}, format="json"
         )
         assert response.status_code == 400, scopes
         body = response.json()
         assert body["code"] == "validation_error"
-        assert "scopes" in body["fields"]
+        assert [(field, errors[0]["code"]) for field, errors in body["fields"].items()] == [
+            (at_fault, code)
+        ]
     assert ApiKey.objects.count() == 1
 
 

@@ -1,0 +1,79 @@
+"""The base of every serializer that reads a JSON body: JSON types are kept, not coerced.
+
+DRF accepts ``"8"`` for an integer, ``0`` for a string and ``"yes"`` for a boolean. A JSON body
+is typed, and the schema says which type each field takes, so a value of another type is a
+400 ``validation_error`` (code ``invalid_type``) instead of a guess. Amounts (decimal fields)
+are strings, e.g. ``"12.50"``, as the schema says: a JSON number may have lost digits before
+it arrives. Query strings carry only text, so a ``QueryDict`` is left to the fields'
+own parsing."""
+
+from collections.abc import Mapping
+from typing import Any
+
+from django.http import QueryDict
+from rest_framework import serializers
+from rest_framework.fields import empty
+
+# The JSON type each kind of field takes, most specific first (BooleanField before nothing
+# else matters: bool is an int in Python, so integers exclude it explicitly).
+_STRING_FIELDS = (
+    serializers.CharField,
+    serializers.ChoiceField,
+    serializers.DateTimeField,
+    serializers.DateField,
+    serializers.TimeField,
+    serializers.UUIDField,
+    serializers.DecimalField,
+)
+
+
+def _type_error(field: serializers.Field, value: Any) -> str | None:
+    """What is wrong with ``value``'s JSON type for ``field``, or None."""
+    if value is None:
+        return None  # allow_null is the field's own check
+    if isinstance(field, serializers.BooleanField):
+        return None if isinstance(value, bool) else "Expected true or false."
+    if isinstance(field, serializers.IntegerField):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        return None if ok else "Expected an integer."
+    if isinstance(field, serializers.DecimalField):
+        return None if isinstance(value, str) else 'Expected a decimal string, e.g. "12.50".'
+    if isinstance(field, _STRING_FIELDS):
+        return None if isinstance(value, str) else "Expected a string."
+    if isinstance(field, serializers.ListField):
+        return None if isinstance(value, list) else "Expected a list."
+    return None
+
+
+def json_type_errors(fields: Mapping[str, serializers.Field], data: Mapping) -> dict:
+    """``{field: [ErrorDetail]}`` (list items by index) for every value of the wrong type."""
+    errors: dict[str, Any] = {}
+    for name, field in fields.items():
+        if field.read_only or field.source == "*":
+            continue
+        value = data.get(name, empty)
+        if value is empty:
+            continue
+        problem = _type_error(field, value)
+        if problem is not None:
+            errors[name] = [serializers.ErrorDetail(problem, code="invalid_type")]
+        elif isinstance(field, serializers.ListField) and isinstance(value, list):
+            items = {
+                index: [serializers.ErrorDetail(item_problem, code="invalid_type")]
+                for index, item in enumerate(value)
+                if (item_problem := _type_error(field.child, item)) is not None
+            }
+            if items:
+                errors[name] = items
+    return errors
+
+
+class JsonInputSerializer(serializers.Serializer):
+    """Checks the JSON type of every given field before the fields parse their values."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, Mapping) and not isinstance(data, QueryDict):
+            errors = json_type_errors(self.fields, data)
+            if errors:
+                raise serializers.ValidationError(errors)
+        return super().to_internal_value(data)
