@@ -37,6 +37,7 @@ from billing.models import (
 from billing.services import accounts, credit_notes, invoicing, payments, reports
 from core.admin import ServiceFormAdminMixin, show_refusal
 from core.errors import ApplicationError
+from core.history_admin import HistoryAdmin
 from core.timeutils import utcnow
 
 ZERO = Decimal("0.00")
@@ -116,7 +117,7 @@ class OverdueFilter(admin.SimpleListFilter):
 
 
 @admin.register(Invoice)
-class InvoiceAdmin(ReadOnlyMixin, admin.ModelAdmin):
+class InvoiceAdmin(ReadOnlyMixin, HistoryAdmin):
     """Invoices are built by the billing runs and never edited by hand: finalize early (after
     the month ended), void, and record payments or credit notes on their own screens."""
 
@@ -234,7 +235,7 @@ class PaymentForm(forms.ModelForm):
 
 
 @admin.register(Payment)
-class PaymentAdmin(ServiceAddMixin, admin.ModelAdmin):
+class PaymentAdmin(ServiceAddMixin, HistoryAdmin):
     """Record a bank transfer against a finalized invoice; it is paid when nothing is due.
     Prepaid credit a top-up applied to invoices is listed here too (method "Prepaid credit
     applied"), recorded by the top-up itself."""
@@ -282,7 +283,7 @@ class CreditNoteForm(forms.ModelForm):
 
 
 @admin.register(CreditNote)
-class CreditNoteAdmin(ServiceAddMixin, admin.ModelAdmin):
+class CreditNoteAdmin(ServiceAddMixin, HistoryAdmin):
     """Refunds, goodwill and SLA credits on a finalized invoice, numbered CN-<year>-<n>."""
 
     form = CreditNoteForm
@@ -351,7 +352,7 @@ def _link(obj: object | None) -> str:
 
 
 @admin.register(SlaCreditRule)
-class SlaCreditRuleAdmin(admin.ModelAdmin):
+class SlaCreditRuleAdmin(HistoryAdmin):
     """The SLA policy: a reservation delivered below an availability threshold in a month gets
     the credit of the lowest threshold it falls under; one displaced by a recall inside the
     pool's notice gets at least the short-notice percent. Applies to months not closed yet."""
@@ -713,7 +714,7 @@ class FxRateForm(forms.ModelForm):
 
 
 @admin.register(FxRate)
-class FxRateAdmin(admin.ModelAdmin):
+class FxRateAdmin(HistoryAdmin):
     """The FX table the reports convert with: what one unit of a currency is worth in the
     reporting currency (REPORTING_CURRENCY) from a date on, until the next row of that
     currency. A report names the rates it used, and an amount dated before a currency's first

@@ -13,6 +13,7 @@ from django.db.models import F, Q
 
 from billing.errors import DocumentImmutable
 from capacity.models import CapacityPool
+from core.history import AuditHistory
 from core.money import CURRENCY_CHOICES
 from marketplace.models import Reservation, Tenant
 
@@ -283,6 +284,8 @@ class Invoice(ImmutableAfterIssue):
     void_reason = models.CharField(max_length=500, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
+    history = AuditHistory()
+
     class Meta:
         ordering = ["-period_start", "tenant_id"]
         indexes = [
@@ -404,6 +407,8 @@ class CreditNote(ImmutableAfterIssue):
     issued_at = models.DateTimeField()
     issued_by = models.CharField(max_length=200, blank=True)
 
+    history = AuditHistory()
+
     class Meta:
         ordering = ["-issued_at"]
         constraints = [
@@ -434,6 +439,8 @@ class Payment(ImmutableAfterIssue):
     received_at = models.DateTimeField()
     recorded_by = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+
+    history = AuditHistory()
 
     class Meta:
         ordering = ["-received_at"]
@@ -472,6 +479,8 @@ class SlaCreditRule(models.Model):
     credit_percent = models.DecimalField(
         max_digits=5, decimal_places=2, help_text="Of the month's charge for the reservation."
     )
+
+    history = AuditHistory()
 
     class Meta:
         ordering = ["kind", "-below_percent"]
@@ -569,6 +578,8 @@ class FxRate(models.Model):
     )
     source = models.CharField(max_length=200, blank=True, help_text="e.g. ECB reference rate.")
     created_at = models.DateTimeField(auto_now_add=True)
+
+    history = AuditHistory()
 
     class Meta:
         ordering = ["currency", "-effective_from"]

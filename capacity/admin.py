@@ -19,6 +19,7 @@ from capacity.models import (
     Region,
 )
 from core.admin import ServiceFormAdminMixin
+from core.history_admin import HistoryAdmin
 from core.timeutils import utcnow
 
 
@@ -29,7 +30,7 @@ class RegionInline(admin.TabularInline):
 
 
 @admin.register(Provider)
-class ProviderAdmin(admin.ModelAdmin):
+class ProviderAdmin(HistoryAdmin):
     list_display = ["name", "slug", "kind", "region_count"]
     list_filter = ["kind"]
     search_fields = ["name", "slug"]
@@ -42,7 +43,7 @@ class ProviderAdmin(admin.ModelAdmin):
 
 
 @admin.register(Region)
-class RegionAdmin(admin.ModelAdmin):
+class RegionAdmin(HistoryAdmin):
     list_display = ["code", "name", "provider", "country"]
     list_filter = ["provider", "country"]
     search_fields = ["code", "name"]
@@ -50,7 +51,7 @@ class RegionAdmin(admin.ModelAdmin):
 
 
 @admin.register(GpuModel)
-class GpuModelAdmin(admin.ModelAdmin):
+class GpuModelAdmin(HistoryAdmin):
     list_display = ["name", "slug", "vendor", "memory_gb", "interconnect", "architecture"]
     list_filter = ["vendor"]
     search_fields = ["name", "slug"]
@@ -139,7 +140,7 @@ class CapacityPoolForm(forms.ModelForm):
 
 
 @admin.register(CapacityPool)
-class CapacityPoolAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
+class CapacityPoolAdmin(ServiceFormAdminMixin, HistoryAdmin):
     """Pools are added with ``pool_create`` (which starts the cost history) and changed with
     ``pool_update`` (the ledger follows); the refusals show on the form."""
 

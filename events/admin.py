@@ -10,6 +10,7 @@ from django.http import HttpRequest
 from django.utils.html import format_html
 
 from core.errors import ApplicationError
+from core.history_admin import HistoryAdmin
 from events import services
 from events.models import Delivery, DeliveryAttempt, Event, WebhookEndpoint
 from events.types import EVENT_TYPES
@@ -35,7 +36,7 @@ def _masked(secret: str) -> str:
 
 
 @admin.register(WebhookEndpoint)
-class WebhookEndpointAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class WebhookEndpointAdmin(ReadOnlyAdminMixin, HistoryAdmin):
     """A tenant's endpoint, as the tenant set it up through the API. Operators only switch it
     off (reason "by_operator") or on again."""
 

@@ -8,6 +8,8 @@ pruned by age, and tenants are never deleted (their reservations protect them)."
 from django.db import models
 from django.db.models import Q
 
+from core.history import AuditHistory
+
 
 class Event(models.Model):
     """One thing that happened to a tenant's resource, recorded in the transaction that made
@@ -89,6 +91,9 @@ class WebhookEndpoint(models.Model):
     last_success_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+
+    # Never the signing secrets.
+    history = AuditHistory(excluded_fields=["secret", "previous_secret"])
 
     class Meta:
         ordering = ["tenant_id", "created_at", "id"]

@@ -27,6 +27,7 @@ from capacity.models import CapacityPool, Incident
 from capacity.selectors import ledger_open_from
 from core.admin import ServiceFormAdminMixin
 from core.errors import ApplicationError
+from core.history_admin import HistoryAdmin
 from core.timeutils import is_whole_hour, utcnow
 from marketplace import selectors
 from marketplace.models import (
@@ -113,7 +114,7 @@ class TenantForm(forms.ModelForm):
 
 
 @admin.register(Tenant)
-class TenantAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
+class TenantAdmin(ServiceFormAdminMixin, HistoryAdmin):
     """Tenants are created with ``tenant_create`` (and get a first API key, shown once) and
     edited with ``tenant_update``; the services' refusals show on the form's fields."""
 
@@ -216,7 +217,7 @@ pool_inline_add(PoolPriceInline)  # on the capacity pool page
 
 
 @admin.register(PoolPrice)
-class PoolPriceAdmin(admin.ModelAdmin):
+class PoolPriceAdmin(HistoryAdmin):
     """The price book: every pool's list price per GPU-hour, per currency."""
 
     list_display = ["pool", "currency", "price_per_gpu_hour"]
@@ -228,7 +229,7 @@ class PoolPriceAdmin(admin.ModelAdmin):
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class ApiKeyAdmin(ReadOnlyAdminMixin, HistoryAdmin):
     list_display = [
         "prefix",
         "name",
@@ -295,7 +296,7 @@ class ReservationDisplacementInline(ReadOnlyAdminMixin, admin.TabularInline):
 
 
 @admin.register(Reservation)
-class ReservationAdmin(admin.ModelAdmin):
+class ReservationAdmin(HistoryAdmin):
     """Reservations change only through the booking service: view, filter and cancel."""
 
     list_display = [
@@ -356,14 +357,14 @@ class ReservationAdmin(admin.ModelAdmin):
 
 
 @admin.register(CommitmentDiscount)
-class CommitmentDiscountAdmin(admin.ModelAdmin):
+class CommitmentDiscountAdmin(HistoryAdmin):
     """The price book: longer reservations pay less. Applies to new bookings only."""
 
     list_display = ["min_hours", "percent"]
 
 
 @admin.register(CancellationRule)
-class CancellationRuleAdmin(admin.ModelAdmin):
+class CancellationRuleAdmin(HistoryAdmin):
     """The cancellation policy: the rule with the largest notice the cancellation meets
     applies."""
 
@@ -529,7 +530,7 @@ def _closable(incident: Incident, now) -> bool:
 
 
 @admin.register(Incident)
-class IncidentAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
+class IncidentAdmin(ServiceFormAdminMixin, HistoryAdmin):
     """Capacity incidents: GPUs of a pool out of service. Recording one (``incident_record``,
     in ``perform_save``) takes the GPUs off the capacity ledger and moves the reservations that
     no longer fit to other pools (or shrinks them where there is no room), within the screen's
@@ -812,7 +813,7 @@ class DisplacementRuleFormSet(forms.BaseModelFormSet):
 
 
 @admin.register(DisplacementRule)
-class DisplacementRuleAdmin(admin.ModelAdmin):
+class DisplacementRuleAdmin(HistoryAdmin):
     """The displacement policy: when an incident leaves a pool with more GPUs booked than it
     has, reservations lose GPUs in this order (lowest position first; later rules break ties
     of earlier ones). Applies to the next displacement."""
@@ -833,8 +834,8 @@ class DisplacementRuleAdmin(admin.ModelAdmin):
             rules = DisplacementRule.objects.select_for_update()
             holder = rules.filter(position=obj.position).exclude(pk=obj.pk).first()
             if holder is not None:
-                last = max(rules.values_list("position", flat=True))
-                DisplacementRule.objects.filter(pk=holder.pk).update(position=last + 1)
+                holder.position = max(rules.values_list("position", flat=True)) + 1
+                holder.save(update_fields=["position"])  # save(): recorded in its history
             super().save_model(request, obj, form, change)
 
 

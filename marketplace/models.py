@@ -11,6 +11,7 @@ from django.db.models import F, Q
 
 from capacity.models import CapacityPool, Incident
 from core.api.permissions import SCOPES
+from core.history import AuditHistory
 from core.money import CURRENCY_CHOICES
 
 
@@ -69,6 +70,8 @@ class Tenant(models.Model):
     members = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="tenants")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+
+    history = AuditHistory()
 
     class Meta:
         ordering = ["name"]
@@ -132,6 +135,9 @@ class ApiKey(models.Model):
         null=True, blank=True, help_text="The key stops working then; empty: never."
     )
 
+    # Never the digest; last_used_at is usage, written without history at most once a minute.
+    history = AuditHistory(excluded_fields=["digest", "last_used_at"])
+
     class Meta:
         ordering = ["tenant", "-created_at"]
         verbose_name = "API key"
@@ -156,6 +162,8 @@ class PoolPrice(models.Model):
     currency = models.CharField(max_length=3, choices=CURRENCY_CHOICES)
     price_per_gpu_hour = models.DecimalField(max_digits=12, decimal_places=4)
 
+    history = AuditHistory()
+
     class Meta:
         ordering = ["pool", "currency"]
         verbose_name = "pool price"
@@ -178,6 +186,8 @@ class CommitmentDiscount(models.Model):
         max_digits=5, decimal_places=2, validators=[MinValueValidator(0), MaxValueValidator(100)]
     )
 
+    history = AuditHistory()
+
     class Meta:
         ordering = ["min_hours"]
         constraints = [
@@ -199,6 +209,8 @@ class CancellationRule(models.Model):
     fee_percent = models.DecimalField(
         max_digits=5, decimal_places=2, validators=[MinValueValidator(0), MaxValueValidator(100)]
     )
+
+    history = AuditHistory()
 
     class Meta:
         ordering = ["-min_notice_hours"]
@@ -283,6 +295,8 @@ class Reservation(models.Model):
         help_text="The cancellation schedule in force at booking: "
         '[{"min_notice_hours": 24, "fee_percent": "0.00"}, ...], largest notice first.',
     )
+
+    history = AuditHistory()
 
     class Meta:
         ordering = ["-created_at"]
@@ -449,6 +463,8 @@ class DisplacementRule(models.Model):
 
     position = models.PositiveSmallIntegerField(unique=True)
     order = models.CharField(max_length=30, choices=Order.choices, unique=True)
+
+    history = AuditHistory()
 
     class Meta:
         ordering = ["position"]

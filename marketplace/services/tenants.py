@@ -13,6 +13,7 @@ from django.utils.text import slugify
 
 from core.api.permissions import SCOPE_ADMIN, SCOPES
 from core.errors import InvalidInput, NotFound
+from core.history import bulk_update_audited
 from core.timeutils import utcnow
 from marketplace import events
 from marketplace.errors import CurrencyLocked, LastAdminKey
@@ -185,10 +186,15 @@ def api_key_revoke(*, tenant: Tenant, key_id: int | str) -> ApiKey:
     return key
 
 
+@transaction.atomic
 def api_key_operator_revoke(*, key: ApiKey) -> ApiKey:
     """An operator revokes a key (say, a leaked one): always allowed, even the tenant's last
-    admin key; an operator can give the tenant a new one."""
-    ApiKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(revoked_at=utcnow())
+    admin key; an operator can give the tenant a new one. Revoking a key already revoked
+    changes nothing."""
+    locked = ApiKey.objects.select_for_update().get(pk=key.pk)
+    if locked.revoked_at is None:
+        locked.revoked_at = utcnow()
+        locked.save(update_fields=["revoked_at"])  # save(), not update(): the audit trail
     key.refresh_from_db()
     return key
 
@@ -231,11 +237,11 @@ def tenant_set_status(*, tenants: QuerySet[Tenant], status: str) -> int:
     (``tenant.suspended``), in case a webhook still reaches someone."""
     now = utcnow()
     changing = list(tenants.exclude(status=status).order_by("pk").select_for_update(of=("self",)))
-    Tenant.objects.filter(pk__in=[tenant.pk for tenant in changing]).update(
-        status=status, updated_at=now
-    )
+    for tenant in changing:
+        tenant.status, tenant.updated_at = status, now
+    # One UPDATE and one INSERT into the audit trail for all of them.
+    bulk_update_audited(changing, ["status", "updated_at"])
     if status == Tenant.Status.SUSPENDED:
         for tenant in changing:
-            tenant.status = status
             events.tenant_suspended(tenant, now=now)
     return len(changing)
