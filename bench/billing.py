@@ -2,10 +2,17 @@
 
 Usage: .venv/bin/python bench/billing.py [--tenants 10000] [--hours 100]
 
+BENCH_SCALE multiplies the tenants (and so the usage rows): BENCH_SCALE=10 bills 10M rows.
+
 Creates (drops first) the database ``gpu_marketplace_bench_billing`` on the PostgreSQL server
 of BENCH_DATABASE_SERVER (default postgres://postgres@127.0.0.1:5432), migrates it, and
-generates tenants, completed March reservations and their placements with INSERT ... SELECT
-(not measured). Then it measures, through the real services:
+generates tenants, completed March reservations, their placements and the capacity ledger
+rows they hold with INSERT ... SELECT (not measured). First, its ceiling, the bare pipeline in
+SQL: one INSERT ... SELECT of the month's usage rows (placements expanded to hours, priced)
+into a scratch copy of the usage table (same columns and indexes, the unique one included,
+ON CONFLICT DO NOTHING), then one GROUP BY of them into invoice-line-shaped rows (one per
+reservation: GPUs, hours, GPU-hours, unit price, rounded amount, first and last hour). Then it
+measures, through the real services:
 
 1. metering the whole month in one back-fill run (one usage row per placement-hour),
 2. a steady-state hourly metering run afterwards,
@@ -15,10 +22,13 @@ generates tenants, completed March reservations and their placements with INSERT
    with nothing to do,
 5. the finalize run (batches of invoices), 6. the SLA credits of the month's close,
 
-and, for comparison, the bare SQL aggregate ``SUM(amount) GROUP BY tenant`` over the usage
-table. It ends by checking the books: one invoice per tenant, gapless numbers, line totals
+and prints meter + draft + finalize against the bare pipeline (goal: at most 4 times). The
+scratch rows must equal what metering wrote (count and amount), or the ceiling is not the same
+work. It ends by checking the books: one invoice per tenant, gapless numbers, line totals
 equal to the rounded per-reservation sums, the ledger equal to minus the invoice totals, one
-SLA credit note per displaced tenant."""
+SLA credit note per displaced tenant; and the capacity ledger (bench/benchlib.py): every hour
+within capacity and equal to its placements. Exit 1 if a check fails. Figures go to
+var/bench/billing.json for bench/summary.py."""
 
 import argparse
 import os
@@ -30,6 +40,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from benchlib import django_ledger_violations, row, scaled, write_results  # noqa: E402
 
 DATABASE = "gpu_marketplace_bench_billing"
 SERVER = os.environ.get("BENCH_DATABASE_SERVER", "postgres://postgres@127.0.0.1:5432")
@@ -46,7 +59,9 @@ POOLS = 20
 
 timings: list[tuple[str, float, str]] = []
 METER = "meter a month (one back-fill run)"
-BARE = "bare SQL: SUM(amount) GROUP BY tenant over the usage table"
+BARE_USAGE = "bare: usage rows by INSERT ... SELECT into a scratch table"
+BARE_LINES = "bare: one GROUP BY into invoice-line-shaped rows"
+GOAL_TIMES_BARE = 4
 DRAFT = "draft run: build the month's drafts"
 FINALIZE = "finalize run: issue the month's invoices"
 
@@ -159,6 +174,19 @@ def generate(tenants: int, hours: int) -> None:
             WHERE capacity_until > start
             """
         )
+        # The capacity ledger those placements hold, as booking leaves it.
+        cursor.execute(
+            """
+            INSERT INTO capacity_poolhour (pool_id, hour, capacity, booked, excess)
+            SELECT pl.pool_id, h.hour, p.gpus_per_node * p.node_count - p.reserved_gpus,
+                   sum(pl.gpus), 0
+            FROM marketplace_placement pl
+            JOIN capacity_capacitypool p ON p.id = pl.pool_id
+            CROSS JOIN LATERAL generate_series(
+                pl.start, pl."end" - interval '1 hour', interval '1 hour') AS h(hour)
+            GROUP BY pl.pool_id, h.hour, p.gpus_per_node, p.node_count, p.reserved_gpus
+            """
+        )
         cursor.execute("ANALYZE")
 
 
@@ -213,6 +241,22 @@ def record_late_outage() -> int:
             """,
             {**span, "incident": incident.pk},
         )
+        # The GPUs the outage took are no longer booked on the ledger.
+        cursor.execute(
+            """
+            UPDATE capacity_poolhour h SET booked = h.booked - taken.gpus
+            FROM (
+                SELECT d.start + n * interval '1 hour' AS hour, sum(d.gpus_taken) AS gpus
+                FROM marketplace_displacement d
+                CROSS JOIN LATERAL generate_series(
+                    0, (EXTRACT(EPOCH FROM d."end" - d.start) / 3600)::int - 1) AS n
+                WHERE d.incident_id = %(incident)s
+                GROUP BY 1
+            ) AS taken
+            WHERE h.pool_id = %(pool)s AND h.hour = taken.hour
+            """,
+            {**span, "incident": incident.pk},
+        )
     return hit
 
 
@@ -263,12 +307,79 @@ def check_books(tenants: int, displaced: int) -> list[str]:
     sla_notes = CreditNote.objects.filter(reason="sla").count()
     if sla_notes != displaced:  # one reservation per tenant, each lost some hours
         problems.append(f"{sla_notes} SLA credit notes for {displaced} displaced tenants")
+    for label, count in django_ledger_violations().items():
+        if count:
+            problems.append(f"ledger: {count} {label}")
+    return problems
+
+
+def bare_pipeline() -> int:
+    """The ceiling, in SQL: the month's usage rows into a scratch copy of the usage table,
+    then one GROUP BY into invoice-line-shaped rows. Returns the scratch usage rows."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TABLE IF EXISTS bench_usage, bench_invoice_line")
+        cursor.execute("CREATE TABLE bench_usage (LIKE billing_usagerecord INCLUDING ALL)")
+        with timed(BARE_USAGE):
+            cursor.execute(
+                """
+                INSERT INTO bench_usage
+                    (reservation_id, tenant_id, pool_id, hour, gpus, gpu_hours, unit_price,
+                     amount, cost_per_gpu_hour, provider_cost, currency, invoice_id, created_at)
+                SELECT r.id, r.tenant_id, pl.pool_id, h.hour, sum(pl.gpus), sum(pl.gpus),
+                       r.unit_price, r.unit_price * sum(pl.gpus), p.cost_per_gpu_hour,
+                       p.cost_per_gpu_hour * sum(pl.gpus), r.currency, NULL, now()
+                FROM marketplace_placement pl
+                JOIN marketplace_reservation r ON r.id = pl.reservation_id
+                JOIN capacity_capacitypool p ON p.id = pl.pool_id
+                CROSS JOIN LATERAL generate_series(
+                    pl.start, LEAST(pl."end", %(until)s) - interval '1 hour', interval '1 hour'
+                ) AS h(hour)
+                WHERE r.status = 'completed' AND pl.start < %(until)s
+                GROUP BY r.id, pl.pool_id, h.hour, p.cost_per_gpu_hour
+                ON CONFLICT (reservation_id, hour, pool_id) DO NOTHING
+                """,
+                {"until": APRIL},
+            )
+            rows = cursor.rowcount
+        with timed(BARE_LINES):
+            cursor.execute(
+                """
+                CREATE TABLE bench_invoice_line AS
+                SELECT u.tenant_id, u.reservation_id, 'usage' AS kind, max(u.gpus) AS gpus,
+                       count(DISTINCT u.hour) AS hours, sum(u.gpu_hours) AS gpu_hours,
+                       u.unit_price, round(sum(u.amount), 2) AS amount,
+                       min(u.hour) AS first_hour, max(u.hour) AS last_hour
+                FROM bench_usage u
+                GROUP BY u.tenant_id, u.reservation_id, u.unit_price
+                """
+            )
+    return rows
+
+
+def bare_matches_metering() -> list[str]:
+    """The bare pipeline did the same work as the services: same rows, same amounts."""
+    bare = scalar("SELECT count(*) || ' rows, ' || sum(amount) FROM bench_usage")
+    metered = scalar("SELECT count(*) || ' rows, ' || sum(amount) FROM billing_usagerecord")
+    lines = scalar("SELECT sum(amount) FROM bench_invoice_line")
+    rounded = scalar(
+        "SELECT sum(round(s, 2)) FROM (SELECT sum(amount) AS s FROM billing_usagerecord "
+        "GROUP BY reservation_id) AS per_reservation"
+    )
+    problems = []
+    if bare != metered:
+        problems.append(f"bare usage ({bare}) differs from metering ({metered})")
+    if lines != rounded:
+        problems.append(f"bare lines ({lines}) differ from the rounded usage ({rounded})")
     return problems
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tenants", type=int, default=10_000)
+    parser.add_argument(
+        "--tenants", type=int, default=scaled(10_000), help="default 10,000 x BENCH_SCALE"
+    )
     parser.add_argument("--hours", type=int, default=100, help="Hours per reservation.")
     args = parser.parse_args()
     if not 0 < args.hours < 744:
@@ -300,6 +411,9 @@ def main() -> None:
         flush=True,
     )
 
+    from django.db import connection
+
+    bare_rows = bare_pipeline()
     from billing.models import UsageRecord
     from billing.services.corrections import usage_corrections_apply
     from billing.services.invoicing import invoices_draft, invoices_finalize_due
@@ -313,16 +427,9 @@ def main() -> None:
     with timed("meter one more hour (steady-state hourly run)"):
         hourly = meter_usage(until=datetime(2026, 4, 1, 1, tzinfo=UTC))
     assert hourly.usage_created == 0
-    scalar("SELECT count(*) FROM (SELECT 1) AS warm")  # keep the connection warm
-    from django.db import connection
-
+    mismatches = bare_matches_metering()
     with connection.cursor() as cursor:
-        cursor.execute("ANALYZE billing_usagerecord")
-    with timed(BARE):
-        groups = scalar(
-            "SELECT count(*) FROM (SELECT tenant_id, SUM(amount) FROM billing_usagerecord "
-            "GROUP BY tenant_id) AS per_tenant"
-        )
+        cursor.execute("DROP TABLE bench_usage, bench_invoice_line")
     with timed(DRAFT, f"{args.tenants} tenants"):
         drafted = invoices_draft(now=datetime(2026, 4, 1, 1, tzinfo=UTC))
     displaced = record_late_outage()
@@ -339,7 +446,7 @@ def main() -> None:
     problems = check_books(args.tenants, displaced)
     failures = drafted.failed + corrected.failed + finalized.failed + credited.failed
     print()
-    print(f"Usage rows: {rows:,} ({args.tenants:,} tenants, {groups:,} aggregated groups)")
+    print(f"Usage rows: {rows:,} ({args.tenants:,} tenants; the bare pipeline wrote {bare_rows:,})")
     print(f"Drafts built: {drafted.done:,}, finalized: {finalized.done:,}, ", end="")
     print(f"SLA credit notes: {credited.done:,}, failures: {len(failures)}")
     print()
@@ -348,16 +455,36 @@ def main() -> None:
         print(f"{label:<62}{elapsed:>10.2f}")
     seconds = {label: elapsed for label, elapsed, _ in timings}
     meter, draft, final = seconds[METER], seconds[DRAFT], seconds[FINALIZE]
-    bare = seconds[BARE]
+    bare = seconds[BARE_USAGE] + seconds[BARE_LINES]
     per_tenant_ms = (draft + final) * 1000 / args.tenants
+    times_bare = (meter + draft + final) / bare
     print(f"{'meter + draft + finalize the month':<62}{meter + draft + final:>10.2f}")
     print(f"{'... per tenant (draft + finalize), ms':<62}{per_tenant_ms:>10.2f}")
+    print(f"{'the bare pipeline (usage rows + invoice-line rows)':<62}{bare:>10.2f}")
     print(
-        f"{'... that is, times the bare SQL aggregate':<62}{(meter + draft + final) / bare:>10.0f}"
+        f"{'... meter + draft + finalize, times the bare pipeline':<62}{times_bare:>10.1f}"
+        f"   goal <= {GOAL_TIMES_BARE}: {'ok' if times_bare <= GOAL_TIMES_BARE else 'short'}"
     )
     print()
+    if mismatches:
+        print("The bare pipeline did not do the services' work:", "; ".join(mismatches))
     print("Books check:", "OK" if not problems else "; ".join(problems))
-    if problems or failures:
+    if failures:
+        problems.append(f"{len(failures)} failed billing runs")
+    write_results(
+        "billing",
+        [
+            row(
+                f"meter + draft + finalize / bare pipeline ({rows:,} usage rows)",
+                f"{times_bare:.1f}x ({meter + draft + final:.1f} s vs {bare:.1f} s)",
+                f"<= {GOAL_TIMES_BARE}x",
+                times_bare <= GOAL_TIMES_BARE and not mismatches,
+            )
+        ],
+        guarantee_ok=not problems,
+        problems=problems,
+    )
+    if problems:
         sys.exit(1)
 
 

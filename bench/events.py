@@ -4,6 +4,8 @@ Celery worker.
 
     .venv/bin/python bench/events.py [--events 10000] [--workers 2] [--latency-events 200]
 
+BENCH_SCALE multiplies the events (default 10,000).
+
 Creates (drops first) the database ``gpu_marketplace_bench_events`` on the PostgreSQL server of
 BENCH_DATABASE_SERVER (default postgres://postgres@127.0.0.1:5432) and migrates it. A receiver
 process (a bare asyncio HTTP/1.1 server on 127.0.0.1, keep-alive, answering 200 at once, so it
@@ -20,7 +22,8 @@ is not what is measured) counts every request by (webhook-id, path). Then:
 
 It prints each figure beside its goal (ok/short) and exits 1 if a guarantee breaks: every
 delivery succeeded with exactly one attempt, the receiver got each (webhook-id, endpoint)
-exactly once, and every single event arrived."""
+exactly once, and every single event arrived. Figures go to var/bench/events.json for
+bench/summary.py."""
 
 import argparse
 import json
@@ -40,6 +43,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from benchlib import row, scaled, write_results  # noqa: E402
 
 DATABASE = "gpu_marketplace_bench_events"
 SERVER = os.environ.get("BENCH_DATABASE_SERVER", "postgres://postgres@127.0.0.1:5432")
@@ -339,7 +345,9 @@ def guarantee_problems(deliveries: int, received: dict, missing: int) -> list[st
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--events", type=int, default=10_000)
+    parser.add_argument(
+        "--events", type=int, default=scaled(10_000), help="default 10,000 x BENCH_SCALE"
+    )
     parser.add_argument("--workers", type=int, default=2, help="drain processes (default 2)")
     parser.add_argument("--latency-events", type=int, default=200)
     args = parser.parse_args()
@@ -411,6 +419,27 @@ def main() -> int:
         f"(p50 {p50:.3f} s, max {max(measured, default=float('nan')):.3f} s)"
     )
     print()
+    rows = [
+        row(
+            f"webhook drain, {args.workers} workers",
+            f"{per_second:.0f} deliveries/s",
+            f">= {GOAL_PER_SECOND}/s",
+            per_second >= GOAL_PER_SECOND,
+        ),
+        row(
+            "webhook worker peak RSS",
+            f"{max(result['rss_mb'] for result in drained):.0f} MB",
+            f"< {GOAL_RSS_MB} MB",
+            all(result["rss_mb"] < GOAL_RSS_MB for result in drained),
+        ),
+        row(
+            "webhook commit-to-receiver p99",
+            f"{p99:.3f} s",
+            f"< {GOAL_P99_SECONDS} s",
+            p99 < GOAL_P99_SECONDS,
+        ),
+    ]
+    write_results("events", rows, guarantee_ok=not problems, problems=problems)
     if problems:
         print("FAILED: " + "; ".join(problems))
         return 1

@@ -2,6 +2,8 @@
 
     .venv/bin/python bench/incidents.py [--reservations 1000] [--spare-share 0.6]
 
+BENCH_SCALE multiplies the reservations (default 1,000).
+
 One pool of 8-GPU nodes carries N reservations of 8 GPUs, 12 h each, staggered over a day.
 Three other pools of the same model (same region, same country, abroad) have room for about
 ``--spare-share`` of what the failing pool holds, and are partly booked already. Then the
@@ -14,9 +16,9 @@ in whole nodes). Its ceiling, measured in the same run on the same data: a bare 
 transaction in psycopg per reservation (lock tenant, reservation and the ledger rows of both
 pools, move the GPUs, cut and insert placements, log it), without the policy or any checks.
 It then checks the guarantee: no hour in excess, every ledger row equal to its placements.
-Exit 1 if the check fails.
+Exit 1 if the check fails. Figures go to var/bench/incidents.json for bench/summary.py.
 
-Uses the bench database (gpu_marketplace_bench, or BENCH_DATABASE_URL) like bench/booking.py."""
+Uses the bench database (bench_booking, or BENCH_DATABASE_URL) like bench/booking.py."""
 
 import argparse
 import sys
@@ -27,6 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from benchlib import row, scaled, write_results
 from booking import GPU_MODEL, database_create_if_missing, django_setup
 
 SPAN_HOURS = 24
@@ -232,7 +235,9 @@ def violations() -> dict[str, int]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--reservations", type=int, default=1000)
+    parser.add_argument(
+        "--reservations", type=int, default=scaled(1000), help="default 1,000 x BENCH_SCALE"
+    )
     parser.add_argument(
         "--spare-share",
         type=float,
@@ -287,7 +292,29 @@ def main() -> int:
         f"(bare first-fit: {bare_moved / bound:.0%}); interrupted {lost_hours}"
     )
     print("   guarantee check: " + ("OK" if not any(problems.values()) else str(problems)))
-    return 0 if not any(problems.values()) and moved + lost_hours == lost else 1
+    broken = [f"{count} {label}" for label, count in problems.items() if count]
+    if moved + lost_hours != lost:
+        broken.append(f"moved {moved} + interrupted {lost_hours} GPU-hours != lost {lost}")
+    write_results(
+        "incidents",
+        [
+            row(
+                f"outage displacement service / bare ({reservations} reservations)",
+                f"{bare_seconds / seconds:.0%} ({seconds:.2f} s vs {bare_seconds:.2f} s)",
+                "-",
+                None,
+            ),
+            row(
+                "outage GPU-hours re-placed / could be",
+                f"{moved / bound:.0%} (bare first-fit {bare_moved / bound:.0%})",
+                "-",
+                None,
+            ),
+        ],
+        guarantee_ok=not broken,
+        problems=broken,
+    )
+    return 0 if not broken else 1
 
 
 if __name__ == "__main__":
