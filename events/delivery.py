@@ -120,7 +120,7 @@ class _Transport(httpx.HTTPTransport):
         )
 
 
-def _client() -> httpx.Client:
+def _client(transport: httpx.BaseTransport | None = None) -> httpx.Client:
     # One pooled client per run of deliveries_send_due; redirects are not followed (a redirect
     # could point the request at an address we would refuse).
     return httpx.Client(
@@ -129,16 +129,19 @@ def _client() -> httpx.Client:
         # No proxy from the environment: a proxy would connect on our behalf and bypass the
         # public-address check of PublicOnlyBackend.
         trust_env=False,
-        transport=_Transport(httpx.Limits(max_connections=settings.WEBHOOK_CONCURRENCY * 2)),
+        transport=transport
+        or _Transport(httpx.Limits(max_connections=settings.WEBHOOK_CONCURRENCY * 2)),
         headers={"User-Agent": "gpu-marketplace-webhooks/1"},
     )
 
 
-def _send(client: httpx.Client, delivery: Delivery, *, send_before: float) -> Outcome | None:
+def _send(
+    client: httpx.Client, delivery: Delivery, *, send_before: float, now: datetime | None = None
+) -> Outcome | None:
     """One attempt, or None when the lease ended before it could start."""
     if time.monotonic() >= send_before:
         return None
-    now = utcnow()
+    now = now or utcnow()
     started = time.monotonic()
 
     def outcome(**fields) -> Outcome:
@@ -240,13 +243,18 @@ def _deliveries_update(rows: list[tuple], lease_until: datetime) -> None:
         ).update(**dict(zip(fields, values, strict=True)), delivered_at=delivered_at)
 
 
-def _record(deliveries: list[Delivery], outcomes: list[Outcome], lease_until: datetime) -> None:
+def _record(
+    deliveries: list[Delivery],
+    outcomes: list[Outcome],
+    lease_until: datetime,
+    now: datetime | None = None,
+) -> None:
     """Store the attempts and move each delivery and endpoint on (short transaction).
 
     A delivery whose lease ran out before its outcome is recorded may have been claimed, sent
     and recorded by another worker since: its attempt is stored, but the delivery is left as
     that worker put it."""
-    now = utcnow()
+    now = now or utcnow()
     by_id = {delivery.pk: delivery for delivery in deliveries}
     rows: list[tuple] = []
     ok_endpoints, failing_endpoints, gone_endpoints = set(), set(), set()
@@ -329,9 +337,14 @@ def deliveries_send_due(
     *,
     max_seconds: float | None = None,
     batch_size: int | None = None,
+    now: datetime | None = None,
+    transport: httpx.BaseTransport | None = None,
 ) -> int:
     """Send every due delivery, batch after batch, until none is due (or ``max_seconds`` have
-    passed). Safe to run in many workers at once. Returns how many attempts were made."""
+    passed). Safe to run in many workers at once. Returns how many attempts were made.
+
+    ``now`` runs the worker as of that moment (what is due, when attempts are recorded: the
+    demo seed replays past days with it); ``transport`` replaces the HTTP transport."""
     batch_size = batch_size or settings.WEBHOOK_BATCH_SIZE
     started = time.monotonic()
     attempts = 0
@@ -341,14 +354,14 @@ def deliveries_send_due(
             # A request not started before the lease ends is left for the next claim: another
             # worker may be sending it by then.
             send_before = time.monotonic() + settings.WEBHOOK_LEASE_SECONDS
-            deliveries, lease_until = _claim(utcnow(), batch_size)
+            deliveries, lease_until = _claim(now or utcnow(), batch_size)
             if not deliveries:
                 break
             if client is None:
-                client = stack.enter_context(_client())
+                client = stack.enter_context(_client(transport))
                 pool = stack.enter_context(ThreadPoolExecutor(settings.WEBHOOK_CONCURRENCY))
-            sent = pool.map(partial(_send, client, send_before=send_before), deliveries)
+            sent = pool.map(partial(_send, client, send_before=send_before, now=now), deliveries)
             outcomes = [outcome for outcome in sent if outcome is not None]
-            _record(deliveries, outcomes, lease_until)
+            _record(deliveries, outcomes, lease_until, now)
             attempts += len(outcomes)
     return attempts

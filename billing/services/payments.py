@@ -46,10 +46,12 @@ def invoice_payment_record(
     reference: str,
     received_at: datetime | None = None,
     recorded_by: str = "",
+    now: datetime | None = None,
 ) -> Payment:
     """Record money received for a finalized invoice: a ``Payment`` and ``+amount`` on the
     ledger; the invoice becomes ``paid`` when nothing is due any more. Recording the same
-    ``reference`` again returns the first payment (idempotent).
+    ``reference`` again returns the first payment (idempotent). ``now`` dates its
+    ``invoice.paid`` event (default: now).
 
     Raises InvoiceNotFinalized (draft, paid or void), InvalidAmount, PaymentExceedsDue."""
     received_at = received_at or utcnow()
@@ -98,7 +100,7 @@ def invoice_payment_record(
         invoice.status = Invoice.Status.PAID
         invoice.paid_at = received_at
         invoice.save(update_fields=["status", "paid_at"])
-        events.invoices_event("invoice.paid", [invoice.pk])
+        events.invoices_event("invoice.paid", [invoice.pk], now=now)
     return payment
 
 

@@ -105,7 +105,7 @@ def test_billing_runs_on_the_sqlite_development_setup(tmp_path):
                                         end=end, gpus_taken=8, gpus_lost=8, created_at=start)
 
         call_command("migrate", verbosity=0)
-        call_command("seed_demo", stdout=io.StringIO())
+        call_command("seed_demo", "--no-history", stdout=io.StringIO())
         tenant = tenant_create(name="Smoke", credit_limit=Decimal("100000"))
         def book(start, end):
             request = BookingRequest(gpu_model="h100-sxm-80gb", gpu_count=8, start=start, end=end)

@@ -111,5 +111,5 @@ def test_the_demo_seed_creates_demo_labs_and_prints_its_key_once():
 
 def test_the_seed_demo_command_prints_the_demo_key():
     out = StringIO()
-    call_command("seed_demo", stdout=out)
+    call_command("seed_demo", "--no-history", stdout=out)
     assert "Demo tenant API key: gpum_" in out.getvalue()

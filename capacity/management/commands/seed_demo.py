@@ -1,5 +1,6 @@
-"""Load the demo catalogue (and, when the other apps provide them, demo tenants).
-Idempotent: rows are keyed by slug, so running it again changes nothing."""
+"""Load the demo catalogue (and, when the other apps provide them, demo tenants and about
+three months of demo history). Idempotent: rows are keyed by slug, and the history is created
+once, so running it again changes nothing."""
 
 import os
 from typing import Any
@@ -24,6 +25,12 @@ class Command(BaseCommand):
             action="store_true",
             help="Also create the operator login 'operator' (password from "
             "DEMO_OPERATOR_PASSWORD, default 'operator-demo') and print it.",
+        )
+        parser.add_argument(
+            "--no-history",
+            action="store_true",
+            help="Only the catalogue and the demo tenant: no tenants with three months of "
+            "bookings, invoices and webhook deliveries.",
         )
 
     @transaction.atomic
@@ -73,7 +80,9 @@ class Command(BaseCommand):
             f"{GpuModel.objects.count()} GPU models, {CapacityPool.objects.count()} pools "
             f"({created_pools} new), {created_prices} new list prices."
         )
-        self._seed_other_apps()
+        self._seed_other_apps("seed_demo")
+        if not options["no_history"]:
+            self._seed_other_apps("seed_demo_history")
         if options["operator"]:
             self._operator()
 
@@ -91,12 +100,14 @@ class Command(BaseCommand):
             created += new
         return created
 
-    def _seed_other_apps(self) -> None:
-        """Demo data of the demand side, when it is installed (capacity does not import it)."""
+    def _seed_other_apps(self, hook: str) -> None:
+        """Demo data of the other apps, when they are installed (capacity does not import
+        them): each app's ``hook`` (``seed_demo``, then ``seed_demo_history``), in
+        INSTALLED_APPS order."""
         from django.apps import apps
 
         for config in apps.get_app_configs():
-            seed = getattr(config, "seed_demo", None)
+            seed = getattr(config, hook, None)
             if seed is not None:
                 for line in seed():
                     self.stdout.write(line)
