@@ -330,6 +330,11 @@ class PoolHour(models.Model):
             models.Index(
                 fields=["pool", "hour"], condition=Q(excess__gt=0), name="poolhour_excess_idx"
             ),
+            # Searches read free GPUs (capacity − booked) of many pools over a span from the
+            # index alone (index-only scans), not from a heap page per ledger row.
+            models.Index(
+                fields=["pool", "hour"], include=["capacity", "booked"], name="poolhour_free_idx"
+            ),
         ]
         constraints = [
             models.UniqueConstraint(fields=["pool", "hour"], name="poolhour_unique_hour"),

@@ -24,8 +24,17 @@ from django.db.models import (
 )
 from django.db.models.functions import Coalesce
 
-from capacity.models import CapacityPool, Incident
-from capacity.selectors import free_by_hour
+from capacity.models import CapacityPool, GpuModel, Incident, Region
+from capacity.selectors import (
+    earliest_free_starts,
+    free_by_hour_of_pools,
+    incident_during,
+    incidents_by_pool,
+    ledger_spans,
+    pools_with_room_in_ledger,
+    set_based_search_supported,
+    steady_capacity,
+)
 from core.timeutils import HOUR, hours_between
 from marketplace import pricing
 from marketplace.models import Displacement, Placement, Reservation, Tenant
@@ -76,10 +85,71 @@ def candidate_pools(criteria: PoolFilter, *, currency: str) -> QuerySet[Capacity
     return pools
 
 
-def _offer_order(offer: Window) -> tuple:
+def _pool_order(pool: CapacityPool, unit_price: Decimal) -> tuple:
     # Cheapest first; at equal price primary capacity before backup; then the slug for a
     # stable order.
-    return (offer.unit_price, offer.pool.tier != CapacityPool.Tier.PRIMARY, offer.pool.slug)
+    return (unit_price, pool.tier != CapacityPool.Tier.PRIMARY, pool.slug)
+
+
+def _offer_order(offer: Window) -> tuple:
+    return _pool_order(offer.pool, offer.unit_price)
+
+
+def _priced_pools(
+    *,
+    tenant: Tenant,
+    criteria: PoolFilter,
+    gpu_count: int,
+    hours: int,
+    max_unit_price: Decimal | None,
+    span: tuple[datetime, datetime],
+) -> tuple[list[tuple[CapacityPool, Decimal]], dict[int, list[Incident]]]:
+    """The candidate pools that sell ``gpu_count`` GPUs in their booking step, with the unit
+    price the tenant pays for ``hours`` hours, within ``max_unit_price``; and the incidents of
+    those pools over ``span`` (``incidents_by_pool``). One query for the pools, their list
+    prices and whether an incident touches the span; one for the incidents when one does (and
+    one for the commitment discount).
+
+    The pools come without their region and GPU model (``with_catalogue`` adds them to those
+    offered) and without their timestamps: a search may read a thousand pools to offer five."""
+    commitment = pricing.commitment_percent(hours)
+    pools = (
+        candidate_pools(criteria, currency=tenant.currency)
+        .select_related(None)
+        .defer("created_at", "updated_at")
+        .annotate(incident_during=incident_during(*span))
+    )
+    # The unit price depends on the pool only through its list price: one computation each.
+    unit_by_list_price: dict[Decimal, Decimal] = {}
+    priced: list[tuple[CapacityPool, Decimal]] = []
+    with_incidents = []
+    for pool in pools:
+        if gpu_count % pool.booking_step:
+            continue
+        list_price = pricing.list_price(pool=pool, currency=tenant.currency)
+        unit = unit_by_list_price.get(list_price) if list_price is not None else None
+        if unit is None:
+            unit = pricing.unit_price(pool=pool, tenant=tenant, hours=hours, commitment=commitment)
+            if list_price is not None:
+                unit_by_list_price[list_price] = unit
+        if max_unit_price is not None and unit > max_unit_price:
+            continue
+        priced.append((pool, unit))
+        if pool.incident_during:
+            with_incidents.append(pool.pk)
+    return priced, incidents_by_pool(with_incidents, *span)
+
+
+def _with_catalogue(windows: list[Window]) -> list[Window]:
+    """``windows``, their pools given their region (with its provider) and GPU model from one
+    query each: the offers' pools share a few of them."""
+    pools = [window.pool for window in windows]
+    regions = Region.objects.select_related("provider").in_bulk({p.region_id for p in pools})
+    gpu_models = GpuModel.objects.in_bulk({p.gpu_model_id for p in pools})
+    for pool in pools:
+        pool.region = regions[pool.region_id]
+        pool.gpu_model = gpu_models[pool.gpu_model_id]
+    return windows
 
 
 def availability_search(
@@ -92,22 +162,47 @@ def availability_search(
     max_unit_price: Decimal | None = None,
 ) -> list[Window]:
     """Every active pool sold in the tenant's currency that can take ``gpu_count`` GPUs for
-    the whole of [start, end), cheapest first (primary before backup at equal price)."""
+    the whole of [start, end), cheapest first (primary before backup at equal price).
+
+    A fixed number of queries whatever the number of pools: the pools (with whether an
+    incident touches the window), one grouped read of the ledger over the window (capacity −
+    booked of the hours with a row; the pool's sellable GPUs for the others) and the pools'
+    regions and GPU models. Only pools whose capacity varies inside the window (an incident,
+    the contract's edge) have their hours read one by one, all in one more query."""
     start, end = start.astimezone(UTC), end.astimezone(UTC)  # elapsed hours, not wall clock
     hours = hours_between(start, end)
-    commitment = pricing.commitment_percent(hours)
     currency = tenant.currency  # every offer is priced, and compared, in the tenant's currency
+    priced, incidents = _priced_pools(
+        tenant=tenant,
+        criteria=criteria,
+        gpu_count=gpu_count,
+        hours=hours,
+        max_unit_price=max_unit_price,
+        span=(start, end),
+    )
+    steady = {
+        pool.pk: steady_capacity(pool, start, end, incidents.get(pool.pk, [])) for pool, _ in priced
+    }
+    spans = ledger_spans(
+        [pk for pk, capacity in steady.items() if capacity is not None], start, end
+    )
+    varying = free_by_hour_of_pools(
+        [pool for pool, _ in priced if steady[pool.pk] is None], start, end, incidents=incidents
+    )
+    totals: dict[Decimal, Decimal] = {}  # the total depends on the offer only by its unit price
     offers = []
-    for pool in candidate_pools(criteria, currency=currency):
-        if gpu_count % pool.booking_step:
-            continue
-        free = free_by_hour(pool, start, end)
-        available = min(free) if free else 0
+    for pool, unit in priced:
+        capacity = steady[pool.pk]
+        if capacity is not None:
+            available = spans[pool.pk].free_gpus(hours=hours, steady_capacity=capacity)
+        else:
+            available = min(varying[pool.pk], default=0)
         if available < gpu_count:
             continue
-        unit = pricing.unit_price(pool=pool, tenant=tenant, hours=hours, commitment=commitment)
-        if max_unit_price is not None and unit > max_unit_price:
-            continue
+        if unit not in totals:
+            totals[unit] = pricing.total_price(
+                unit=unit, gpus=gpu_count, hours=hours, currency=currency
+            )
         offers.append(
             Window(
                 start=start,
@@ -116,12 +211,21 @@ def availability_search(
                 available_gpus=available,
                 unit_price=unit,
                 currency=currency,
-                total_price=pricing.total_price(
-                    unit=unit, gpus=gpu_count, hours=hours, currency=currency
-                ),
+                total_price=totals[unit],
             )
         )
-    return sorted(offers, key=_offer_order)
+    return _with_catalogue(sorted(offers, key=_offer_order))
+
+
+def _earliest_in_hours(free: list[int], *, gpu_count: int, duration_hours: int) -> int | None:
+    """The first index of ``free`` (GPUs free per hour) from which ``gpu_count`` GPUs are free
+    for ``duration_hours`` hours, or None."""
+    run = 0  # consecutive hours with enough GPUs, ending at the hour looked at
+    for i, value in enumerate(free):
+        run = run + 1 if value >= gpu_count else 0
+        if run >= duration_hours:
+            return i + 1 - duration_hours
+    return None
 
 
 def earliest_windows(
@@ -137,44 +241,84 @@ def earliest_windows(
 ) -> list[Window]:
     """The earliest start on each pool sold in the tenant's currency where ``gpu_count`` GPUs
     are free for ``duration_hours`` consecutive hours inside [not_before, not_after]; earliest
-    first, then cheapest, at most ``limit``."""
+    first, then cheapest, at most ``limit``.
+
+    On PostgreSQL, the pools whose capacity is the same all through the span (the usual case)
+    are searched in one gaps-and-islands statement over the ledger that stops at ``not_after``
+    and returns at most ``limit`` windows; the others (an incident, the contract's edge, too
+    few GPUs but in ledger rows) have their hours read together and scanned here."""
     not_before, not_after = not_before.astimezone(UTC), not_after.astimezone(UTC)
     duration = timedelta(hours=duration_hours)
-    commitment = pricing.commitment_percent(duration_hours)
+    span_end = not_before + hours_between(not_before, not_after) * HOUR
     currency = tenant.currency  # every window is priced, and compared, in the tenant's currency
-    windows = []
-    for pool in candidate_pools(criteria, currency=currency):
-        if gpu_count % pool.booking_step:
-            continue
-        unit = pricing.unit_price(
-            pool=pool, tenant=tenant, hours=duration_hours, commitment=commitment
+    if span_end - not_before < duration or span_end == not_before:
+        return []
+    priced, incidents = _priced_pools(
+        tenant=tenant,
+        criteria=criteria,
+        gpu_count=gpu_count,
+        hours=duration_hours,
+        max_unit_price=max_unit_price,
+        span=(not_before, span_end),
+    )
+    unit_prices = {pool.pk: unit for pool, unit in priced}
+    steady = {
+        pool.pk: steady_capacity(pool, not_before, span_end, incidents.get(pool.pk, []))
+        for pool, _ in priced
+    }
+    set_based = set_based_search_supported(not_before)
+    in_one_statement = [
+        pool
+        for pool, _ in priced
+        if set_based and (capacity := steady[pool.pk]) is not None and capacity >= gpu_count
+    ]
+    # A steady capacity below the GPUs asked for leaves room only in ledger rows (hours whose
+    # capacity was set before a change): most such pools have none, which one query tells.
+    short = [pk for pk, capacity in steady.items() if capacity is not None and capacity < gpu_count]
+    without_room = set(short) - pools_with_room_in_ledger(
+        short, gpus=gpu_count, start=not_before, end=span_end
+    )
+    skipped = without_room | {pool.pk for pool in in_one_statement}
+    hour_by_hour = [pool for pool, _ in priced if pool.pk not in skipped]
+
+    def window(pool: CapacityPool, start: datetime, available: int) -> Window:
+        unit = unit_prices[pool.pk]
+        return Window(
+            pool=pool,
+            start=start,
+            end=start + duration,
+            available_gpus=available,
+            unit_price=unit,
+            total_price=pricing.total_price(
+                unit=unit, gpus=gpu_count, hours=duration_hours, currency=currency
+            ),
+            currency=currency,
         )
-        if max_unit_price is not None and unit > max_unit_price:
-            continue
-        free = free_by_hour(pool, not_before, not_after)
-        # run[i]: how many consecutive hours from hour i have enough free GPUs.
-        run = [0] * (len(free) + 1)
-        for i in range(len(free) - 1, -1, -1):
-            run[i] = run[i + 1] + 1 if free[i] >= gpu_count else 0
-        for i, length in enumerate(run[:-1]):
-            if length >= duration_hours:
-                start = not_before + i * HOUR
-                windows.append(
-                    Window(
-                        pool=pool,
-                        start=start,
-                        end=start + duration,
-                        available_gpus=min(free[i : i + duration_hours]),
-                        unit_price=unit,
-                        total_price=pricing.total_price(
-                            unit=unit, gpus=gpu_count, hours=duration_hours, currency=currency
-                        ),
-                        currency=currency,
-                    )
-                )
-                break
+
+    windows = []
+    in_one_statement.sort(key=lambda pool: _pool_order(pool, unit_prices[pool.pk]))
+    by_id = {pool.pk: pool for pool in in_one_statement}
+    for pool_id, start, span in earliest_free_starts(
+        [pool.pk for pool in in_one_statement],
+        gpus=gpu_count,
+        duration_hours=duration_hours,
+        start=not_before,
+        end=span_end,
+        limit=limit if limit >= 0 else None,
+    ):
+        capacity = steady[pool_id]
+        assert capacity is not None
+        available = span.free_gpus(hours=duration_hours, steady_capacity=capacity)
+        windows.append(window(by_id[pool_id], start, available))
+    free_by_pool = free_by_hour_of_pools(hour_by_hour, not_before, span_end, incidents=incidents)
+    for pool in hour_by_hour:
+        free = free_by_pool[pool.pk]
+        first = _earliest_in_hours(free, gpu_count=gpu_count, duration_hours=duration_hours)
+        if first is not None:
+            available = min(free[first : first + duration_hours])
+            windows.append(window(pool, not_before + first * HOUR, available))
     windows.sort(key=lambda w: (w.start, *_offer_order(w)))
-    return windows[:limit]
+    return _with_catalogue(windows[:limit])
 
 
 def reservation_prefetch() -> list[Prefetch]:
