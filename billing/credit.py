@@ -15,9 +15,9 @@ booking fits when its price is at most that, i.e. when what will be invoiced for
 included, fits in the headroom."""
 
 from dataclasses import dataclass
-from decimal import ROUND_FLOOR, Decimal
+from decimal import ROUND_FLOOR, Context, Decimal
 
-from django.db.models import Sum
+from django.db import connection
 
 from billing.models import LedgerEntry
 from core.money import quantum, round_money
@@ -38,22 +38,56 @@ class CreditFigures:
     credit_available: Decimal
 
 
+# Both figures in one round trip (booking asks for credit under the tenant lock, so every one
+# counts). The ledger balance: the tenant's entries in its currency. Uninvoiced: what its
+# reservations in that currency, but expired holds, charge beyond what invoices took; both
+# sums run over the same rows, so their difference is Σ charge − Σ invoiced.
+_CREDIT_SUMS_SQL = """
+SELECT
+    (SELECT SUM(amount) FROM {entries} WHERE tenant_id = %(tenant)s AND currency = %(currency)s),
+    (SELECT SUM(charge) - SUM(invoiced_amount) FROM {reservations}
+     WHERE tenant_id = %(tenant)s AND currency = %(currency)s AND status <> %(expired)s)
+"""
+# SQLite sums decimals as floats; read them back as the ORM would (15 digits, then cents).
+_FLOAT_SUM = Context(prec=15)
+CENT = Decimal("0.01")
+
+
+def _amount(value: Decimal | float | int | None) -> Decimal:
+    if value is None:
+        return ZERO
+    if isinstance(value, Decimal):
+        return value
+    if isinstance(value, float):
+        return _FLOAT_SUM.create_decimal_from_float(value).quantize(CENT)
+    return Decimal(value).quantize(CENT)
+
+
+def _balance_and_uninvoiced(tenant: Tenant) -> tuple[Decimal, Decimal]:
+    sql = _CREDIT_SUMS_SQL.format(
+        entries=LedgerEntry._meta.db_table, reservations=Reservation._meta.db_table
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            sql,
+            {
+                "tenant": tenant.pk,
+                "currency": tenant.currency,
+                "expired": Reservation.Status.EXPIRED.value,
+            },
+        )
+        balance, uninvoiced = cursor.fetchone()
+    return _amount(balance), _amount(uninvoiced)
+
+
 def ledger_balance(*, tenant: Tenant) -> Decimal:
     """The tenant's ledger in its currency: positive is prepaid credit, negative money owed."""
-    total = LedgerEntry.objects.filter(tenant=tenant, currency=tenant.currency).aggregate(
-        total=Sum("amount")
-    )["total"]
-    return total or ZERO
+    return _balance_and_uninvoiced(tenant)[0]
 
 
 def uninvoiced_commitments(*, tenant: Tenant) -> Decimal:
     """What the tenant's reservations owe, before tax, that is not on an issued invoice yet."""
-    rows = (
-        Reservation.objects.filter(tenant=tenant, currency=tenant.currency)
-        .exclude(status=Reservation.Status.EXPIRED)
-        .aggregate(charge=Sum("charge"), invoiced=Sum("invoiced_amount"))
-    )
-    return (rows["charge"] or ZERO) - (rows["invoiced"] or ZERO)
+    return _balance_and_uninvoiced(tenant)[1]
 
 
 def tax_on(amount: Decimal, *, tenant: Tenant) -> Decimal:
@@ -62,8 +96,7 @@ def tax_on(amount: Decimal, *, tenant: Tenant) -> Decimal:
 
 
 def credit_figures(*, tenant: Tenant) -> CreditFigures:
-    balance = ledger_balance(tenant=tenant)
-    uninvoiced = uninvoiced_commitments(tenant=tenant)
+    balance, uninvoiced = _balance_and_uninvoiced(tenant)
     tax = tax_on(uninvoiced, tenant=tenant)
     headroom = tenant.credit_limit + balance - uninvoiced - tax
     pre_tax = headroom * HUNDRED / (HUNDRED + tenant.tax_rate_percent)

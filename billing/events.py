@@ -12,13 +12,15 @@ from events.services import NewEvent, events_record
 def invoices_event(type_: str, invoice_ids: Iterable[int], *, now: datetime | None = None) -> None:
     from billing.api.serializers import InvoiceSerializer  # the API's own shape
 
-    invoices = with_settlement(Invoice.objects.filter(pk__in=list(invoice_ids)), now=now).order_by(
-        "pk"
+    invoices = list(
+        with_settlement(Invoice.objects.filter(pk__in=list(invoice_ids)), now=now).order_by("pk")
     )
+    # One serializer for the list: its fields are built once, not once per invoice.
+    data = InvoiceSerializer(invoices, many=True).data
     events_record(
         events=[
-            NewEvent(invoice.tenant_id, type_, dict(InvoiceSerializer(invoice).data))
-            for invoice in invoices
+            NewEvent(invoice.tenant_id, type_, dict(shown))
+            for invoice, shown in zip(invoices, data, strict=True)
         ],
         now=now,
     )

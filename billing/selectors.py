@@ -205,19 +205,23 @@ def usage_by_reservation_and_day(*, tenant: Tenant, start: datetime, end: dateti
 def unbilled_accounts() -> list[tuple[int, str]]:
     """(tenant id, currency) pairs with usage or charges no invoice has picked up yet: the
     draft run's work list."""
-    pairs = set(
-        UsageRecord.objects.filter(invoice__isnull=True)
-        .values_list("tenant_id", "currency")
-        .distinct()
-        .order_by()
-    )
-    pairs |= set(
-        Charge.objects.filter(invoice__isnull=True)
-        .values_list("tenant_id", "currency")
-        .distinct()
-        .order_by()
-    )
-    return sorted(pairs)
+    return [account for account, _ in unbilled_rows_by_account()]
+
+
+def unbilled_rows_by_account() -> list[tuple[tuple[int, str], int]]:
+    """``unbilled_accounts`` with how many usage records and charges each has to claim (what
+    its draft costs to build), in account order."""
+    rows: dict[tuple[int, str], int] = {}
+    for model in (UsageRecord, Charge):
+        for tenant_id, currency, count in (
+            model.objects.filter(invoice__isnull=True)
+            .values("tenant_id", "currency")
+            .annotate(count=Count("pk"))
+            .values_list("tenant_id", "currency", "count")
+            .order_by()
+        ):
+            rows[tenant_id, currency] = rows.get((tenant_id, currency), 0) + count
+    return sorted(rows.items())
 
 
 def drafts_due(*, closed_before: datetime) -> QuerySet[Invoice]:

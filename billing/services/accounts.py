@@ -5,17 +5,17 @@ Invoicing, credit notes, payments and top-ups post through these functions. Ever
 idempotent on (tenant, kind, reference) — the ledger's unique constraint — so a retried job can
 never post twice."""
 
-from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
-from django.db import transaction
-from django.db.models import Case, F, Value, When
+from django.db import connection, transaction
+from django.db.models import Case, F, Max, OuterRef, Subquery, Sum, When
 from django.db.models.functions import Least
+from django.utils import timezone
 
-from billing.models import LedgerEntry
+from billing.models import Invoice, InvoiceLine, LedgerEntry
 from core.errors import Conflict, InvalidInput
 from core.money import round_money
 from marketplace.models import Reservation, Tenant
@@ -74,11 +74,25 @@ def ledger_post(
     return entry, created
 
 
+# The charge of each issued invoice: -total under its number (none for a zero total).
+_INVOICE_ENTRIES = f"""
+    SELECT i.tenant_id, %(kind)s, -i.total, i.currency, i.number,
+           'Invoice ' || i.number || ' for '
+               || to_char(i.period_start AT TIME ZONE 'UTC', 'FMMonth YYYY')
+    FROM {Invoice._meta.db_table} i
+    WHERE i.id = ANY(%(ids)s) AND i.total <> 0 AND i.number IS NOT NULL
+"""  # noqa: S608 - table names come from model metadata, values are parameters
+
+
 @transaction.atomic
-def ledger_post_many(*, postings: Sequence[Posting]) -> None:
-    """``ledger_post`` for many entries in one INSERT (a billing run posts thousands).
-    Same idempotency: an entry already on the ledger under (tenant, kind, reference) is kept,
-    and must agree in amount and currency, else LedgerReferenceReused rolls everything back."""
+def ledger_post_many(*, postings: Sequence[Posting] = (), invoice_ids: Sequence[int] = ()) -> None:
+    """``ledger_post`` for many entries in one INSERT (a billing run posts thousands): the
+    ``postings``, and for each issued invoice among ``invoice_ids`` its charge, -total under
+    its number (PostgreSQL: INSERT ... SELECT from the invoices). Same idempotency: an entry
+    already on the ledger under (tenant, kind, reference) is kept, and must agree in amount
+    and currency, else LedgerReferenceReused rolls everything back."""
+    if invoice_ids:
+        _post_invoices(list(invoice_ids))
     if not postings:
         return
     for posting in postings:
@@ -113,6 +127,42 @@ def ledger_post_many(*, postings: Sequence[Posting]) -> None:
                 f"{posting.amount} {posting.currency}.",
                 extra={"reference": posting.reference},
             )
+
+
+def _post_invoices(invoice_ids: list[int]) -> None:
+    table = LedgerEntry._meta.db_table
+    params: dict[str, Any] = {
+        "ids": invoice_ids,
+        "kind": LedgerEntry.Kind.INVOICE,
+        "now": timezone.now(),
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            INSERT INTO {table} (tenant_id, kind, amount, currency, reference, memo, created_at)
+            SELECT *, %(now)s FROM ({_INVOICE_ENTRIES}) AS entries
+            ON CONFLICT (tenant_id, kind, reference) DO NOTHING
+            """,  # noqa: S608 - table names come from model metadata, values are parameters
+            params,
+        )
+        cursor.execute(
+            f"""
+            SELECT x.reference, e.amount, e.currency
+            FROM ({_INVOICE_ENTRIES}) AS x(tenant_id, kind, amount, currency, reference, memo)
+            LEFT JOIN {table} e ON e.tenant_id = x.tenant_id AND e.kind = x.kind
+                               AND e.reference = x.reference
+            WHERE e.id IS NULL OR e.amount <> x.amount OR e.currency <> x.currency
+            LIMIT 1
+            """,  # noqa: S608 - table names come from model metadata, values are parameters
+            params,
+        )
+        clash = cursor.fetchone()
+    if clash:
+        reference, amount, currency = clash
+        raise LedgerReferenceReused(
+            f"{reference} is on the ledger as {amount} {currency}, not the invoice's charge.",
+            extra={"reference": reference},
+        )
 
 
 def _positive(amount: Decimal, currency: str) -> None:
@@ -153,32 +203,23 @@ def payment_record(
     )
 
 
-def reservations_mark_invoiced(*, invoiced: Iterable[tuple[object, Decimal, datetime]]) -> int:
-    """Record that part of reservations' charges is now on finalized invoices: ``invoiced`` holds
-    ``(reservation_id, amount, period_end)`` per invoice line. One UPDATE of F() expressions
-    (no read-modify-write race); call inside the invoices' transaction.
+def reservations_mark_invoiced(*, invoice_ids: Sequence[int]) -> int:
+    """Record that part of reservations' charges is now on the finalized invoices
+    ``invoice_ids``: each reservation's ``invoiced_amount`` is raised by the sum of its lines on
+    them. One UPDATE of F() expressions and subqueries (no read-modify-write race); call inside
+    the invoices' transaction.
 
     ``invoiced_amount`` never exceeds ``charge``; a reservation whose hold ended by the period
     end of an invoice it is on is fully billed, so its ``invoiced_amount`` becomes its
     ``charge``: hours lost to outages and per-line rounding leave nothing "uninvoiced" behind
     in the credit check."""
-    amounts: dict[object, Decimal] = defaultdict(Decimal)
-    closes: dict[datetime, list[object]] = defaultdict(list)
-    for reservation_id, amount, period_end in invoiced:
-        amounts[reservation_id] += amount
-        closes[period_end].append(reservation_id)
-    if not amounts:
-        return 0
-    return Reservation.objects.filter(pk__in=list(amounts)).update(
+    lines = InvoiceLine.objects.filter(invoice_id__in=list(invoice_ids))
+    own_lines = lines.filter(reservation_id=OuterRef("pk")).order_by().values("reservation_id")
+    amount = Subquery(own_lines.annotate(total=Sum("amount")).values("total"))
+    last_period_end = Subquery(own_lines.annotate(end=Max("invoice__period_end")).values("end"))
+    return Reservation.objects.filter(pk__in=lines.values("reservation_id")).update(
         invoiced_amount=Case(
-            *[
-                When(pk__in=ids, capacity_until__lte=period_end, then=F("charge"))
-                for period_end, ids in closes.items()
-            ],
-            *[
-                When(pk=pk, then=Least(F("charge"), F("invoiced_amount") + Value(amount)))
-                for pk, amount in amounts.items()
-            ],
-            default=F("invoiced_amount"),
+            When(capacity_until__lte=last_period_end, then=F("charge")),
+            default=Least(F("charge"), F("invoiced_amount") + amount),
         )
     )

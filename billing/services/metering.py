@@ -36,6 +36,7 @@ from django.conf import settings
 from django.db import connection, transaction
 
 from billing import locks
+from billing.db import jit_off
 from billing.errors import UntilInFuture
 from billing.models import Charge, UsageRecord
 from capacity.models import CapacityPool, PoolCostRate
@@ -84,6 +85,7 @@ def meter_usage(*, until: datetime | None = None) -> MeteringResult:
     lookback = timedelta(hours=settings.BILLING_METERING_LOOKBACK_HOURS)
     low = None if cursor.metered_until is None else min(cursor.metered_until, until) - lookback
     if connection.vendor == "postgresql":
+        jit_off()
         usage_created = _meter_postgresql(until=until, low=low, created_at=started_at)
     else:
         usage_created = _meter_portable(until=until, low=low)
@@ -124,31 +126,46 @@ def usage_meter_windows(*, windows: Sequence[Window], created_at: datetime) -> i
     )
 
 
-# The pool's cost per GPU-hour in force at hour ``h``: its latest rate from that hour or
-# before (``PoolCostRate``; the unique (pool, effective_from) index finds it), else, for a pool
-# without cost history, its current cost.
-_COST_AT_HOUR = f"""COALESCE(
-    (SELECT cr.cost_per_gpu_hour FROM {PoolCostRate._meta.db_table} cr
-     WHERE cr.pool_id = p.id AND cr.effective_from <= h.hour
-     ORDER BY cr.effective_from DESC LIMIT 1),
-    p.cost_per_gpu_hour)"""  # noqa: S608 - the table name comes from model metadata
+# The pools' cost per GPU-hour as intervals ``[lo, hi)``: each ``PoolCostRate`` until the next
+# one (``hi`` NULL: open-ended), and before a pool's first rate (or always, for a pool without
+# cost history) its current cost. A placement is joined to the intervals it overlaps and
+# expanded over each overlap, so every hour carries the rate in force then without a lookup
+# per hour.
+_RATES = f"""
+    WITH rates AS (
+        SELECT cr.pool_id, cr.effective_from AS lo,
+               lead(cr.effective_from) OVER (
+                   PARTITION BY cr.pool_id ORDER BY cr.effective_from) AS hi,
+               cr.cost_per_gpu_hour AS cost
+        FROM {PoolCostRate._meta.db_table} cr
+        UNION ALL
+        SELECT p.id, '-infinity'::timestamptz,
+               (SELECT min(cr.effective_from) FROM {PoolCostRate._meta.db_table} cr
+                WHERE cr.pool_id = p.id),
+               p.cost_per_gpu_hour
+        FROM {CapacityPool._meta.db_table} p
+    )
+"""  # noqa: S608 - table names come from model metadata
 
 # The record columns from the placements ``pl`` of reservation ``r`` on pool ``p`` at hour
-# ``h`` (summed: should two placements on one pool ever cover the same hour, the hour is still
-# one record, of their GPUs together). Append the hours (``h``), WHERE, _GROUP and the
-# conflict clause.
+# ``h``, costed by the rate interval ``rt`` (summed: should two placements on one pool ever
+# cover the same hour, the hour is still one record, of their GPUs together). Append the hours
+# (``h``, within ``rt``), WHERE, _GROUP and the conflict clause.
 _INSERT = f"""
+    {_RATES}
     INSERT INTO {UsageRecord._meta.db_table}
         (reservation_id, tenant_id, pool_id, hour, gpus, gpu_hours, unit_price, amount,
          cost_per_gpu_hour, provider_cost, currency, invoice_id, created_at)
     SELECT r.id, r.tenant_id, p.id, h.hour, SUM(pl.gpus), SUM(pl.gpus), r.unit_price,
-           r.unit_price * SUM(pl.gpus), {_COST_AT_HOUR}, {_COST_AT_HOUR} * SUM(pl.gpus),
+           r.unit_price * SUM(pl.gpus), rt.cost, rt.cost * SUM(pl.gpus),
            r.currency, NULL, %(created_at)s
     FROM {Placement._meta.db_table} pl
     JOIN {Reservation._meta.db_table} r ON r.id = pl.reservation_id
     JOIN {CapacityPool._meta.db_table} p ON p.id = pl.pool_id
+    JOIN rates rt ON rt.pool_id = pl.pool_id AND rt.lo < pl."end"
+                 AND (rt.hi IS NULL OR rt.hi > pl.start)
 """  # noqa: S608 - table names come from model metadata, values are parameters
-_GROUP = "GROUP BY r.id, p.id, h.hour"
+_GROUP = "GROUP BY r.id, p.id, h.hour, rt.cost"
 _ON_CONFLICT = "ON CONFLICT (reservation_id, hour, pool_id) DO NOTHING"
 
 
@@ -158,8 +175,8 @@ def _meter_postgresql(*, until: datetime, low: datetime | None, created_at: date
     sql = f"""
         {_INSERT}
         CROSS JOIN LATERAL generate_series(
-            GREATEST(pl.start, COALESCE(%(low)s, pl.start)),
-            LEAST(pl."end", %(until)s) - interval '1 hour',
+            GREATEST(pl.start, rt.lo, COALESCE(%(low)s, pl.start)),
+            LEAST(pl."end", rt.hi, %(until)s) - interval '1 hour',
             interval '1 hour'
         ) AS h(hour)
         WHERE r.status = ANY(%(statuses)s)
@@ -192,7 +209,8 @@ def _meter_windows_postgresql(*, windows: Sequence[Window], created_at: datetime
         JOIN (VALUES {rows}) AS w(reservation_id, lo, hi)
           ON w.reservation_id = pl.reservation_id AND pl.start < w.hi AND pl."end" > w.lo
         CROSS JOIN LATERAL generate_series(
-            GREATEST(pl.start, w.lo), LEAST(pl."end", w.hi) - interval '1 hour', interval '1 hour'
+            GREATEST(pl.start, rt.lo, w.lo), LEAST(pl."end", rt.hi, w.hi) - interval '1 hour',
+            interval '1 hour'
         ) AS h(hour)
         WHERE r.status = ANY(%(statuses)s)
         {_GROUP}
@@ -229,7 +247,7 @@ def _placement_rows(placements) -> Iterable[tuple]:
 class _CostRates:
     """The pools' cost rates, read once per pool: the cost per GPU-hour in force at an hour
     (the latest rate from that hour or before; else, for a pool without cost history, its
-    current cost), as ``_COST_AT_HOUR`` reads it in SQL."""
+    current cost), as ``_RATES`` gives it in SQL."""
 
     def __init__(self) -> None:
         self._rates: dict[int, tuple[list[datetime], list[Decimal]]] = {}
