@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F, Q, Value
 from django.db.models.functions import Greatest, Least
 
@@ -29,8 +29,8 @@ POOL_CAPACITY_FIELDS = {
 }
 
 
-def _ensure_pool_hours(pool_id: int, start: datetime, end: datetime) -> None:
-    """Create the missing ledger rows of [start, end) for a pool.
+def _ensure_pool_hours(pool_id: int, start: datetime, end: datetime) -> bool:
+    """Create the missing ledger rows of [start, end) for a pool; True if any was missing.
 
     Runs under the pool row lock, which is also what maintenance and pool edits take before
     recomputing capacity: a row is therefore never created from a capacity figure that a
@@ -38,13 +38,14 @@ def _ensure_pool_hours(pool_id: int, start: datetime, end: datetime) -> None:
     hours = hour_range(start, end)
     existing = PoolHour.objects.filter(pool_id=pool_id, hour__gte=start, hour__lt=end).count()
     if existing == len(hours):
-        return
+        return False
     pool = locks.pool_lock(pool_id)
     capacity = capacity_for_hours(pool, hours)
     PoolHour.objects.bulk_create(
         [PoolHour(pool_id=pool_id, hour=hour, capacity=capacity[hour]) for hour in hours],
         ignore_conflicts=True,
     )
+    return True
 
 
 def _on_utc_hour(moment: datetime) -> bool:
@@ -53,22 +54,74 @@ def _on_utc_hour(moment: datetime) -> bool:
     return moment.tzinfo is not None and is_whole_hour(moment.astimezone(UTC))
 
 
+# The claim in one statement: when every hour of the window has a ledger row, each row in
+# ascending hour order (the ledger's lock order) is locked as ON CONFLICT finds it and gets the
+# GPUs if they fit in its newest version; all rows are locked either way. It returns the ids of
+# the rows that got them: all of them, or the claim failed (partly added GPUs are then taken
+# back). With a missing row it locks and changes nothing, so that the caller may take the pool
+# lock (never after ledger rows) to create it. No row is ever inserted: each one conflicts
+# with itself.
+_CLAIM_SQL = """
+INSERT INTO {table} (pool_id, hour, capacity, booked, excess)
+SELECT pool_id, hour, capacity, booked, excess FROM {table}
+WHERE pool_id = %(pool)s AND hour >= %(start)s AND hour < %(end)s
+  AND (SELECT count(*) FROM {table}
+       WHERE pool_id = %(pool)s AND hour >= %(start)s AND hour < %(end)s) = %(hours)s
+ORDER BY hour
+ON CONFLICT (pool_id, hour) DO UPDATE SET booked = {table}.booked + %(gpus)s
+WHERE {table}.booked + %(gpus)s <= {table}.capacity
+RETURNING id
+"""
+
+
+def _claim_at_once(pool_id: int, start: datetime, end: datetime, gpus: int) -> bool:
+    """Try the claim in one statement (``_CLAIM_SQL``). False when it did not go through as a
+    whole: nothing is left changed, and the rows it saw may stay locked."""
+    ops = connection.ops
+    hours = len(hour_range(start, end))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _CLAIM_SQL.format(table=ops.quote_name(PoolHour._meta.db_table)),
+            {
+                "pool": pool_id,
+                "start": ops.adapt_datetimefield_value(start),
+                "end": ops.adapt_datetimefield_value(end),
+                "hours": hours,
+                "gpus": gpus,
+            },
+        )
+        claimed = [row_id for (row_id,) in cursor.fetchall()]
+    if len(claimed) == hours:
+        return True
+    if claimed:  # some hours had room, another had not: give those back (rows locked by us)
+        PoolHour.objects.filter(pk__in=claimed).update(booked=F("booked") - gpus)
+    return False
+
+
 def capacity_claim(*, pool_id: int, start: datetime, end: datetime, gpus: int) -> None:
-    """Add ``gpus`` to every hour of [start, end) on the pool, or raise InsufficientCapacity.
+    """Add ``gpus`` to every hour of [start, end) on the pool, or raise InsufficientCapacity
+    (then no hour changed, so a caller may try another pool without a savepoint; the rows it
+    looked at may stay locked until the transaction ends).
 
     Must run inside the caller's transaction; the ledger rows stay locked until it commits.
     Raises InvalidWindow unless both ends are whole UTC hours."""
     if not (_on_utc_hour(start) and _on_utc_hour(end)):
         raise InvalidWindow("Ledger windows start and end on whole UTC hours.")
     start, end = start.astimezone(UTC), end.astimezone(UTC)  # step through UTC hours
-    _ensure_pool_hours(pool_id, start, end)
+    if _claim_at_once(pool_id, start, end, gpus):
+        return
+    # A missing row (the first booking of an hour: created now, and the claim tried again),
+    # too little room, or a row committed by another booking since the statement began. A
+    # row is missing only if the statement locked nothing, so the pool lock may be taken.
+    if _ensure_pool_hours(pool_id, start, end) and _claim_at_once(pool_id, start, end, gpus):
+        return
+    # Step by step, under the same locks, to say how many GPUs are free.
     rows = locks.pool_hours_lock([pool_id], start, end)
     free = min(row.free for row in rows)
     if free < gpus:
         raise InsufficientCapacity(
-            f"Only {max(free, 0)} GPUs are free in the pool for the whole window; "
-            f"{gpus} were requested.",
-            extra={"available_gpus": max(free, 0)},
+            f"Only {free} GPUs are free in the pool for the whole window; {gpus} were requested.",
+            extra={"available_gpus": free},
         )
     PoolHour.objects.filter(pk__in=[row.pk for row in rows]).update(booked=F("booked") + gpus)
 

@@ -1,9 +1,11 @@
 """What the demand side tells tenants: events recorded in the transaction that makes the change
 (the events app's outbox), with ``data`` as the API shows the resource at that moment."""
 
+import functools
 from collections.abc import Iterable
 from datetime import datetime
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from django.db.models import prefetch_related_objects
 from rest_framework.fields import DateTimeField
@@ -11,13 +13,41 @@ from rest_framework.fields import DateTimeField
 from billing.credit import credit_available
 from events.services import NewEvent, events_record
 from marketplace import selectors
-from marketplace.models import Reservation, Tenant
+from marketplace.models import Displacement, Placement, Reservation, Tenant
+
+if TYPE_CHECKING:
+    from marketplace.api.serializers import ReservationSerializer
+
+
+@functools.cache
+def _reservation_serializer() -> "ReservationSerializer":
+    # One instance, built once: a serializer's fields are set up on first use, which costs more
+    # than rendering a reservation; rendering keeps no state, so one instance serves every call.
+    from marketplace.api.serializers import ReservationSerializer  # the API's own shape
+
+    return ReservationSerializer()
 
 
 def _reservation_data(reservation: Reservation) -> dict:
-    from marketplace.api.serializers import ReservationSerializer  # the API's own shape
+    return dict(_reservation_serializer().to_representation(reservation))
 
-    return dict(ReservationSerializer(reservation).data)
+
+def reservation_loaded(
+    reservation: Reservation,
+    *,
+    placements: Iterable[Placement],
+    displacements: Iterable[Displacement] = (),
+) -> None:
+    """Tell the reservation what its placements and displacements are (a booking has just
+    made them, with their pools loaded), so that its event data is rendered from them without
+    reading them back."""
+    cache = reservation.__dict__.setdefault("_prefetched_objects_cache", {})
+    for name, rows in (("placements", placements), ("displacements", displacements)):
+        cache.pop(name, None)
+        queryset = getattr(reservation, name).all()
+        queryset._result_cache = list(rows)
+        queryset._prefetch_done = True
+        cache[name] = queryset
 
 
 def reservations_event(

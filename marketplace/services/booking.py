@@ -11,6 +11,7 @@ import functools
 import hashlib
 import json
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -181,8 +182,10 @@ def _check_quota(
         )
 
 
-def _check_credit(tenant: Tenant, amount: Decimal) -> None:
-    available = credit_available(tenant=tenant)
+def _check_credit(tenant: Tenant, amount: Decimal, available: Decimal | None = None) -> None:
+    """``available``: the tenant's credit, if the caller read it already (under the lock)."""
+    if available is None:
+        available = credit_available(tenant=tenant)
     if amount > available:
         raise CreditLimitExceeded(
             f"The booking costs {amount} {tenant.currency}; {max(available, Decimal(0))} of "
@@ -200,12 +203,6 @@ def _place(tenant: Tenant, request: BookingRequest, *, status: str, now: datetim
             "Ask for at least one GPU.",
             fields=_field_error("gpu_count", "min_value", "At least 1."),
         )
-    if not GpuModel.objects.filter(slug=request.gpu_model).exists():
-        raise UnknownGpuModel(
-            f"Unknown GPU model {request.gpu_model!r}.",
-            fields=_field_error("gpu_model", "unknown", "Unknown GPU model."),
-        )
-    _check_quota(tenant, request.gpu_count, request.start, request.end)
     criteria = selectors.PoolFilter(
         gpu_model=request.gpu_model,
         region=request.region,
@@ -216,6 +213,13 @@ def _place(tenant: Tenant, request: BookingRequest, *, status: str, now: datetim
     # Only pools sold in the tenant's currency: every price compared and charged is in it.
     currency = tenant.currency
     pools = list(selectors.candidate_pools(criteria, currency=currency))
+    # The model is looked up only when no pool offers it (a pool names an existing model).
+    if not pools and not GpuModel.objects.filter(slug=request.gpu_model).exists():
+        raise UnknownGpuModel(
+            f"Unknown GPU model {request.gpu_model!r}.",
+            fields=_field_error("gpu_model", "unknown", "Unknown GPU model."),
+        )
+    _check_quota(tenant, request.gpu_count, request.start, request.end)
     if not pools:
         raise NoMatchingPool(
             f"No active pool priced in {currency} matches the requested model and location."
@@ -236,54 +240,62 @@ def _place(tenant: Tenant, request: BookingRequest, *, status: str, now: datetim
             priced.append((unit, pool.tier != pool.Tier.PRIMARY, pool.slug, pool))
     priced.sort(key=lambda row: row[:3])
 
+    # Read before the ledger rows are locked, to hold them for less time (the tenant lock
+    # keeps both as they are): the credit is checked once a pool has taken the booking.
+    credit = credit_available(tenant=tenant) if priced else Decimal(0)
+    terms = cancellation_schedule() if priced else []
     best_available = 0
-    for unit, _, _, pool in priced:
-        # Priced in the currency: candidate pools carry the price (unit_price needed it).
-        list_price = cast(Decimal, pricing.list_price(pool=pool, currency=currency))
-        total = pricing.total_price(
-            unit=unit, gpus=request.gpu_count, hours=hours, currency=currency
-        )
+    for index, (unit, _, _, pool) in enumerate(priced):
         try:
-            with transaction.atomic():  # a savepoint: a pool that is full leaves no trace
+            # A refused claim changes nothing, but may leave the pool's ledger rows locked.
+            # Another pool is tried next in price order, not lock order: a savepoint gives the
+            # rows back first. The last pool needs none (a refusal ends the transaction).
+            with transaction.atomic() if index < len(priced) - 1 else nullcontext():
                 capacity_claim(
                     pool_id=pool.pk, start=request.start, end=request.end, gpus=request.gpu_count
                 )
-                _check_credit(tenant, total)
-                reservation = Reservation.objects.create(
-                    tenant=tenant,
-                    pool=pool,
-                    gpu_count=request.gpu_count,
-                    start=request.start,
-                    end=request.end,
-                    capacity_until=request.end,
-                    status=status,
-                    currency=currency,
-                    list_price_per_gpu_hour=list_price,
-                    unit_price=unit,
-                    total_price=total,
-                    charge=total,
-                    hold_expires_at=(
-                        # never past the start: a quote cannot be confirmed once it has begun
-                        min(now + timedelta(minutes=settings.QUOTE_HOLD_MINUTES), request.start)
-                        if status == Reservation.Status.HELD
-                        else None
-                    ),
-                    confirmed_at=now if status == Reservation.Status.CONFIRMED else None,
-                    scope=request.scope,
-                    commitment_percent=commitment,
-                    cancellation_terms=cancellation_schedule(),
-                )
-                placement_add(
-                    reservation=reservation,
-                    pool_id=pool.pk,
-                    start=request.start,
-                    end=request.end,
-                    gpus=request.gpu_count,
-                    claimed=True,
-                )
-                return reservation
         except InsufficientCapacity as exc:
             best_available = max(best_available, exc.extra.get("available_gpus", 0))
+            continue
+        total = pricing.total_price(
+            unit=unit, gpus=request.gpu_count, hours=hours, currency=currency
+        )
+        _check_credit(tenant, total, credit)
+        reservation = Reservation.objects.create(
+            tenant=tenant,
+            pool=pool,
+            gpu_count=request.gpu_count,
+            start=request.start,
+            end=request.end,
+            capacity_until=request.end,
+            status=status,
+            currency=currency,
+            # Priced in the currency: candidate pools carry the price (unit_price needed it).
+            list_price_per_gpu_hour=cast(Decimal, pricing.list_price(pool=pool, currency=currency)),
+            unit_price=unit,
+            total_price=total,
+            charge=total,
+            hold_expires_at=(
+                # never past the start: a quote cannot be confirmed once it has begun
+                min(now + timedelta(minutes=settings.QUOTE_HOLD_MINUTES), request.start)
+                if status == Reservation.Status.HELD
+                else None
+            ),
+            confirmed_at=now if status == Reservation.Status.CONFIRMED else None,
+            scope=request.scope,
+            commitment_percent=commitment,
+            cancellation_terms=terms,
+        )
+        placement = placement_add(
+            reservation=reservation,
+            pool_id=pool.pk,
+            start=request.start,
+            end=request.end,
+            gpus=request.gpu_count,
+            claimed=True,
+        )
+        events.reservation_loaded(reservation, placements=[placement])
+        return reservation
     raise InsufficientCapacity(
         f"No pool has {request.gpu_count} GPUs free for the whole window"
         + (" at or under the price limit." if request.max_unit_price is not None else "."),
@@ -694,6 +706,7 @@ def reservation_extend(
         hours=hours_between(reservation.start, new_end),
         currency=reservation.currency,
     )
+    credit = credit_available(tenant=tenant)  # before the ledger rows are locked
     placement_add(
         reservation=reservation,
         pool_id=reservation.pool_id,
@@ -702,7 +715,7 @@ def reservation_extend(
         gpus=reservation.gpu_count,
     )
     added = total - reservation.total_price
-    _check_credit(tenant, added)
+    _check_credit(tenant, added, credit)
     reservation.end = new_end
     reservation.capacity_until = new_end
     reservation.total_price = total
