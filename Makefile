@@ -19,6 +19,7 @@ run: $(STAMP)
 
 test: $(STAMP)
 	./scripts/ensure-services.sh
+	./scripts/ensure-chromium.sh
 	$(BIN)/python manage.py makemigrations --check --dry-run --settings=config.settings.test
 	$(BIN)/pytest $(PYTEST_ARGS)
 
@@ -44,6 +45,7 @@ bench: $(STAMP)
 	-$(BIN)/python bench/booking.py
 	-$(BIN)/python bench/http_api.py
 	-$(BIN)/python bench/search.py
+	-$(BIN)/python bench/dashboard.py
 	-$(BIN)/python bench/billing.py
 	-$(BIN)/python bench/events.py
 	-$(BIN)/python bench/incidents.py

@@ -1,7 +1,7 @@
 """The one table at the end of ``make bench``: a row per acceptance figure, from the figures the
 benches left in var/bench/<name>.json (bench/benchlib.py writes them).
 
-    .venv/bin/python bench/summary.py [booking billing http search events incidents]
+    .venv/bin/python bench/summary.py [booking billing http search dashboard events incidents]
 
 Columns: what, measured, goal, and ``ok`` or ``short`` (``-`` for a figure without a goal).
 Exits 0 whether or not the figures reach their goals; exits 1 if a bench's guarantee check
@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchlib import RESULTS
 
-BENCHES = ["booking", "http", "search", "billing", "events", "incidents"]
+BENCHES = ["booking", "http", "search", "dashboard", "billing", "events", "incidents"]
 
 
 def main() -> int:

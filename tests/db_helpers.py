@@ -130,3 +130,23 @@ def _terminate_sessions(pids: list[int]) -> None:
         return
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid", [pids])
+
+
+# The product's default policies are rows the data migrations write (SLA credit tiers,
+# commitment discounts, the cancellation schedule, beat schedules). A transactional test
+# empties every table when it ends, so a later test that needs them puts them back.
+_POLICY_MIGRATIONS = (
+    "marketplace.migrations.0002_default_policies",
+    "billing.migrations.0005_default_sla_rules",
+)
+
+
+def restore_default_policies() -> None:
+    """Re-run the data migrations that write the default policies (they use get_or_create:
+    nothing changes where the rows are still there)."""
+    from importlib import import_module
+
+    from django.apps import apps
+
+    for module in _POLICY_MIGRATIONS:
+        import_module(module).forwards(apps, None)

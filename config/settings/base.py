@@ -34,6 +34,7 @@ INSTALLED_APPS = [
     "marketplace",
     "billing",
     "events",
+    "dashboard",
 ]
 
 MIDDLEWARE = [

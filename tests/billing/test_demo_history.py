@@ -30,6 +30,7 @@ from capacity.models import CapacityPool, GpuModel, Incident, PoolHour, Provider
 from events.models import Delivery, DeliveryAttempt, Event, WebhookEndpoint
 from marketplace.demo_history import TENANTS
 from marketplace.models import Displacement, Placement, Reservation, Tenant
+from tests.db_helpers import restore_default_policies
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 CUTOFF = datetime(2026, 11, 23, tzinfo=UTC)
@@ -68,6 +69,7 @@ def seeded(django_db_setup, django_db_blocker):
     """The seed, once, in a transaction rolled back after the module's tests; yields what the
     command printed the first and the second time and the rows after each run."""
     with django_db_blocker.unblock(), transaction.atomic():
+        restore_default_policies()  # an earlier transactional test may have emptied them
         with time_machine.travel(NOW, tick=True):
             first, second = StringIO(), StringIO()
             call_command("seed_demo", stdout=first)
