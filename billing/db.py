@@ -52,3 +52,15 @@ def jit_off() -> None:
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute("SET LOCAL jit = off")
+
+
+def statistics_refresh(model: type[Model]) -> None:
+    """``ANALYZE`` the model's table (PostgreSQL). A billing run that fills a table the planner
+    last saw nearly empty (a young database, or the first run of a large month) calls this
+    once the table has grown: the foreign-key checks that run at each batch's commit are
+    planned from those statistics and kept for the session, and planned on an "empty" table
+    they scan it whole for every row the batch claims — a commit slower with every batch.
+    ANALYZE invalidates those plans; the next checks use the primary key's index."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(f"ANALYZE {connection.ops.quote_name(model._meta.db_table)}")

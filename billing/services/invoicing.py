@@ -48,11 +48,11 @@ from typing import Any, cast
 
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
-from django.db.models import Count, Max, Min, Sum
+from django.db.models import Count, Max, Min, Model, Sum
 from django.db.models.functions import TruncMonth
 
 from billing import events, locks, selectors
-from billing.db import bulk_set, jit_off
+from billing.db import bulk_set, jit_off, statistics_refresh
 from billing.errors import InvoiceNotFinalized, PeriodNotEnded
 from billing.models import Charge, Invoice, InvoiceLine, LedgerEntry, UsageRecord
 from billing.services import accounts
@@ -678,10 +678,16 @@ def _in_batches(
     what: str,
     progress: Progress,
     weights: Sequence[int] | None = None,
+    grows: type[Model] | None = None,
 ) -> RunResult:
+    """Run ``work`` over ``items`` batch by batch. ``grows``: the table the batches fill; its
+    planner statistics are refreshed each time it may have doubled (after batches 1, 2, 4,
+    8, ...: ``statistics_refresh``), a handful of ANALYZEs a run."""
     result = RunResult()
     tick = progress(len(items))
-    for batch in _batches(items, weights):
+    for index, batch in enumerate(_batches(items, weights)):
+        if grows is not None and index and index & (index - 1) == 0:
+            statistics_refresh(grows)
         try:
             result.done += work(batch)
         except (ApplicationError, DatabaseError):
@@ -707,6 +713,7 @@ def invoices_draft(*, now: datetime | None = None, progress: Progress = _no_prog
         "account",
         progress,
         weights=[rows for _, rows in work],
+        grows=Invoice,
     )
 
 
