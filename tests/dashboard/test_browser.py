@@ -258,10 +258,18 @@ def test_the_dashboard_pool_and_tenant_pages_chart_what_the_database_holds(
             drawn_booked = series(timeline, "Booked")
             assert len(drawn_booked) == 168
             assert drawn_booked == [ledger.get(week + timedelta(hours=h), 0) for h in range(168)]
-            out = series(timeline, "Incidents")
-            since = (max(outage.start, week) - week) // timedelta(hours=1)
-            if since < 168:
-                assert out[since] >= outage.gpus
+            # the GPUs out in incidents (not maintenance) each hour, as the incidents say
+            incidents = list(
+                Incident.objects.filter(pool=pool).exclude(kind=Incident.Kind.MAINTENANCE)
+            )
+            assert series(timeline, "Incidents") == [
+                sum(
+                    incident.gpus
+                    for incident in incidents
+                    if incident.covers(week + timedelta(hours=h))
+                )
+                for h in range(168)
+            ]
             screenshot(page, "pool")
             page.click("#week-previous")
             page.wait_for_function("window.dashboardCharts && window.dashboardCharts.timeline")
