@@ -181,7 +181,11 @@ SPECTACULAR_SETTINGS = {
 # Celery: CELERY_BROKER_URL, e.g. redis://127.0.0.1:6379/0. The embedded default is kombu's
 # filesystem transport, which needs no server process.
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="filesystem://")
-CELERY_BROKER_TRANSPORT_OPTIONS = {}
+# A broker that cannot be reached fails a publish at once instead of after ~6 s of connection
+# retries: requests that commit then nudge a worker (events.services) answer without waiting,
+# and the beat schedule sends what the lost nudge would have. Workers reconnect under their
+# own retry policy (broker_connection_retry), which this does not change.
+CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {"max_retries": 0}
 if CELERY_BROKER_URL.startswith("filesystem://"):
     _queue_dir = BASE_DIR / "var" / "broker"
     CELERY_BROKER_TRANSPORT_OPTIONS = {

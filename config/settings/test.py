@@ -11,7 +11,7 @@ DATABASES = {
 DATABASES["default"]["CONN_MAX_AGE"] = 0
 DATABASES["default"]["TEST"] = {"NAME": env("TEST_DATABASE_NAME", default="test_gpu_marketplace")}
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="redis://127.0.0.1:6379/15")
-CELERY_BROKER_TRANSPORT_OPTIONS = {}
+CELERY_BROKER_TRANSPORT_OPTIONS = {"max_retries": 0}  # as in base: fail a publish at once
 # Rate limits count in their own Redis db; the budgets are high so that no other test is
 # throttled (tests/core/test_rate_limits.py sets small ones).
 RATE_LIMIT_REDIS_URL = env("RATE_LIMIT_REDIS_URL", default="redis://127.0.0.1:6379/14")
