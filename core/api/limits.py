@@ -17,9 +17,7 @@ from django.conf import settings
 from django.core.exceptions import TooManyFieldsSent
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
-
-def api_error(code: str, detail: str, status: int, fields: dict | None = None) -> JsonResponse:
-    return JsonResponse({"code": code, "detail": detail, "fields": fields or {}}, status=status)
+from core.api.fallback import api_error
 
 
 def _content_length(request: HttpRequest) -> int:
