@@ -292,40 +292,49 @@ class History:
         )
 
     def outage(self, day: datetime) -> None:
-        pool = CapacityPool.objects.get(slug="cw-use04-h100-a")
-        incident = incident_record(
-            pool=pool,
-            kind=Incident.Kind.OUTAGE,
-            gpus=pool.total_gpus,
+        self._incident(
+            "cw-use04-h100-a",
+            Incident.Kind.OUTAGE,
             start=day + 11 * HOUR,
             end=day + 23 * HOUR,
             reason="Cooling failure in hall B; found by the provider's report at 14:00.",
-            recorded_by="operator",
-            now=day + 14 * HOUR,
-        )
-        self.timeline.at(
-            day + 23 * HOUR,
-            2,
-            lambda: incident_close(incident=incident, now=day + 23 * HOUR),
+            recorded_at=day + 14 * HOUR,
         )
 
     def recall(self, day: datetime) -> None:
-        pool = CapacityPool.objects.get(slug="abl-h100-b")
-        incident = incident_record(
-            pool=pool,
-            kind=Incident.Kind.RECALL,
-            gpus=pool.total_gpus,
+        self._incident(
+            "abl-h100-b",
+            Incident.Kind.RECALL,
             start=day + 20 * HOUR,
             end=day + 44 * HOUR,
             reason="Abilene needs the H100 hall back for an internal training run.",
+            recorded_at=day + 8 * HOUR,
+        )
+
+    def _incident(
+        self,
+        slug: str,
+        kind: str,
+        *,
+        start: datetime,
+        end: datetime,
+        reason: str,
+        recorded_at: datetime,
+    ) -> None:
+        """All of the pool's GPUs out in [start, end), recorded at ``recorded_at`` (the
+        displacement runs then), closed at ``end``."""
+        pool = CapacityPool.objects.get(slug=slug)
+        incident = incident_record(
+            pool=pool,
+            kind=kind,
+            gpus=pool.total_gpus,
+            start=start,
+            end=end,
+            reason=reason,
             recorded_by="operator",
-            now=day + 8 * HOUR,
+            now=recorded_at,
         )
-        self.timeline.at(
-            day + 44 * HOUR,
-            2,
-            lambda: incident_close(incident=incident, now=day + 44 * HOUR),
-        )
+        self.timeline.at(end, 2, lambda: incident_close(incident=incident, now=end))
 
     def open_incidents(self) -> None:
         now = self.cutoff - 14 * HOUR
