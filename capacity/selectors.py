@@ -3,17 +3,99 @@
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 
+from django.core.exceptions import FieldDoesNotExist
 from django.db import connection
-from django.db.models import Count, Exists, F, Min, OuterRef, Q, QuerySet, Value
+from django.db.models import (
+    CharField,
+    Count,
+    DecimalField,
+    Exists,
+    F,
+    Min,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Value,
+)
 from django.db.models.functions import Greatest
 
 from capacity.models import CapacityPool, Incident, PoolHour
 from core.timeutils import HOUR, floor_hour, hour_range, hours_between, is_whole_hour, utcnow
 
+# --- the catalogue as tenants read it ----------------------------------------------------------
+# A catalogue pool carries, besides its own fields: ``provider_slug``, ``region_code``,
+# ``region_country``, ``gpu_model_slug``; its list price ``price_per_gpu_hour`` in
+# ``price_currency`` (the caller's currency, or the pool's own for None), null where the price
+# book has none. The price book is the marketplace's (``PoolPrice``, the pools' ``prices``); it
+# is reached through that reverse relation, so capacity imports nothing of the marketplace.
 
-def pool_list() -> QuerySet[CapacityPool]:
-    return CapacityPool.objects.select_related("region__provider", "gpu_model")
+PRICE_PLACES = Decimal("0.0001")
+
+
+def _price_book() -> type | None:
+    try:
+        return CapacityPool._meta.get_field("prices").related_model
+    except FieldDoesNotExist:  # the marketplace is not installed: no prices to show
+        return None
+
+
+def pool_catalogue(currency: str | None) -> QuerySet[CapacityPool]:
+    """Every pool as the catalogue shows it (see above), for lists with filters and ordering."""
+    wanted = Value(currency, output_field=CharField()) if currency else F("currency")
+    book = _price_book()
+    if book is None:
+        price = Value(None, output_field=DecimalField(max_digits=12, decimal_places=4))
+    else:
+        price = Subquery(
+            book.objects.filter(
+                pool=OuterRef("pk"), currency=currency or OuterRef("currency")
+            ).values("price_per_gpu_hour")[:1]
+        )
+    return CapacityPool.objects.annotate(
+        provider_slug=F("region__provider__slug"),
+        region_code=F("region__code"),
+        region_country=F("region__country"),
+        gpu_model_slug=F("gpu_model__slug"),
+        price_per_gpu_hour=price,
+        price_currency=wanted,
+    )
+
+
+def pool_catalogue_entry(slug: str, currency: str | None) -> CapacityPool | None:
+    """One pool of ``pool_catalogue`` by its slug, or None. The hottest read of the API (a
+    pool's page): one plain statement, without building the ORM query each time."""
+    pool_table = CapacityPool._meta.db_table
+    region = CapacityPool._meta.get_field("region").related_model
+    gpu_model = CapacityPool._meta.get_field("gpu_model").related_model
+    provider = region._meta.get_field("provider").related_model
+    book = _price_book()
+    price = (
+        f"(SELECT b.price_per_gpu_hour FROM {book._meta.db_table} b "  # noqa: S608
+        "WHERE b.pool_id = p.id AND b.currency = COALESCE(%s, p.currency))"
+        if book is not None
+        else "NULL"
+    )
+    sql = (
+        f"SELECT p.*, pv.slug AS provider_slug, r.code AS region_code, "  # noqa: S608
+        f"r.country AS region_country, g.slug AS gpu_model_slug, "
+        f"{price} AS price_per_gpu_hour, COALESCE(%s, p.currency) AS price_currency "
+        f"FROM {pool_table} p "
+        f"JOIN {region._meta.db_table} r ON r.id = p.region_id "
+        f"JOIN {provider._meta.db_table} pv ON pv.id = r.provider_id "
+        f"JOIN {gpu_model._meta.db_table} g ON g.id = p.gpu_model_id "
+        "WHERE p.slug = %s"
+    )
+    params = ([currency] if book is not None else []) + [currency, slug]
+    pool = next(iter(CapacityPool.objects.raw(sql, params)), None)
+    if pool is not None and pool.price_per_gpu_hour is not None:
+        # Raw columns skip the field converters: SQLite hands a number back as a float.
+        if not isinstance(pool.price_per_gpu_hour, Decimal):
+            pool.price_per_gpu_hour = Decimal(str(pool.price_per_gpu_hour))
+        pool.price_per_gpu_hour = pool.price_per_gpu_hour.quantize(PRICE_PLACES)
+    return pool
 
 
 def incidents_overlapping(pool_id: int, start: datetime, end: datetime) -> QuerySet[Incident]:

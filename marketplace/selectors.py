@@ -37,7 +37,7 @@ from capacity.selectors import (
 )
 from core.timeutils import HOUR, hours_between
 from marketplace import pricing
-from marketplace.models import Displacement, Placement, Reservation, Tenant
+from marketplace.models import ApiKey, Displacement, Placement, Reservation, Tenant
 
 
 @dataclass(frozen=True)
@@ -319,6 +319,20 @@ def earliest_windows(
             windows.append(window(pool, not_before + first * HOUR, available))
     windows.sort(key=lambda w: (w.start, *_offer_order(w)))
     return _with_catalogue(windows[:limit])
+
+
+_API_KEY_BY_DIGEST = f"SELECT * FROM {ApiKey._meta.db_table} WHERE digest = %s"  # noqa: S608
+_TENANT_BY_ID = f"SELECT * FROM {Tenant._meta.db_table} WHERE id = %s"  # noqa: S608
+
+
+def api_key_by_digest(digest: str) -> ApiKey | None:
+    """The API key with this digest, its tenant attached, or None. Every authenticated request
+    asks this (with no cache, so a revocation takes effect at once): two plain statements by
+    unique key, cheaper than building the joined ORM query each time."""
+    key = next(iter(ApiKey.objects.raw(_API_KEY_BY_DIGEST, [digest])), None)
+    if key is not None:
+        key.tenant = next(iter(Tenant.objects.raw(_TENANT_BY_ID, [key.tenant_id])))
+    return key
 
 
 def reservation_prefetch() -> list[Prefetch]:

@@ -1,6 +1,7 @@
 from rest_framework import serializers
 
 from capacity.models import CapacityPool, GpuModel, Provider, Region
+from core.api.serializers import FieldsBuiltOnce
 from core.money import CURRENCY_CHOICES
 
 
@@ -24,18 +25,23 @@ class GpuModelSerializer(serializers.ModelSerializer):
         fields = ["id", "slug", "vendor", "name", "memory_gb", "interconnect", "architecture"]
 
 
-class PoolSerializer(serializers.ModelSerializer):
-    provider = serializers.CharField(source="region.provider.slug", read_only=True)
-    region = serializers.CharField(source="region.code", read_only=True)
-    country = serializers.CharField(source="region.country", read_only=True)
-    gpu_model = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+class PoolSerializer(FieldsBuiltOnce, serializers.ModelSerializer):
+    # Annotated by capacity.selectors.pool_catalogue / pool_catalogue_entry.
+    provider = serializers.CharField(source="provider_slug", read_only=True)
+    region = serializers.CharField(source="region_code", read_only=True)
+    country = serializers.CharField(source="region_country", read_only=True)
+    gpu_model = serializers.CharField(
+        source="gpu_model_slug",
+        read_only=True,
+        help_text=GpuModel._meta.get_field("slug").help_text,
+    )
     total_gpus = serializers.IntegerField(read_only=True)
     sellable_gpus = serializers.IntegerField(read_only=True)
     booking_step = serializers.IntegerField(read_only=True)
     recallable = serializers.BooleanField(
         read_only=True, help_text="Backup capacity the owner may recall with notice."
     )
-    # Annotated by the view from the price book (a pool has one list price per currency).
+    # From the price book (a pool has one list price per currency).
     price_per_gpu_hour = serializers.DecimalField(
         max_digits=12,
         decimal_places=4,

@@ -1,13 +1,13 @@
 """Read-only catalogue API for any authenticated caller (tenant API key or operator session)."""
 
-from django.core.exceptions import FieldDoesNotExist
-from django.db.models import CharField, DecimalField, F, OuterRef, QuerySet, Subquery, Value
+from django.db.models import QuerySet
+from django.http import Http404
 from rest_framework import viewsets
 
 from capacity.api import serializers
 from capacity.api.filters import PoolFilter, RegionFilter
 from capacity.models import CapacityPool, GpuModel, Provider, Region
-from capacity.selectors import pool_list
+from capacity.selectors import pool_catalogue, pool_catalogue_entry
 
 
 class ProviderViewSet(viewsets.ReadOnlyModelViewSet):
@@ -33,25 +33,6 @@ class GpuModelViewSet(viewsets.ReadOnlyModelViewSet):
     ordering_fields = ["name", "memory_gb"]
 
 
-def with_list_price(pools: QuerySet[CapacityPool], currency: str | None) -> QuerySet[CapacityPool]:
-    """Annotate each pool's list price in ``currency`` (None: in the pool's own currency) as
-    ``price_per_gpu_hour``, null where the price book has none, and that currency as
-    ``price_currency``. The price book is the marketplace's (``PoolPrice``, the pools'
-    ``prices``); it is read through that reverse relation, so capacity imports nothing of it."""
-    wanted = Value(currency, output_field=CharField()) if currency else F("currency")
-    try:
-        book = CapacityPool._meta.get_field("prices").related_model
-    except FieldDoesNotExist:  # the marketplace is not installed: no prices to show
-        price = Value(None, output_field=DecimalField(max_digits=12, decimal_places=4))
-    else:
-        price = Subquery(
-            book.objects.filter(
-                pool=OuterRef("pk"), currency=currency or OuterRef("currency")
-            ).values("price_per_gpu_hour")[:1]
-        )
-    return pools.annotate(price_per_gpu_hour=price, price_currency=wanted)
-
-
 class PoolViewSet(viewsets.ReadOnlyModelViewSet):
     """The catalogue. A tenant sees each pool's list price in its own billing currency (null
     where the pool is not sold in it); an operator session sees it in the pool's own currency."""
@@ -61,6 +42,17 @@ class PoolViewSet(viewsets.ReadOnlyModelViewSet):
     filterset_class = PoolFilter
     ordering_fields = ["slug", "price_per_gpu_hour", "available_from", "node_count"]
 
-    def get_queryset(self) -> QuerySet[CapacityPool]:
+    def _currency(self) -> str | None:
         tenant = getattr(self.request.user, "tenant", None)
-        return with_list_price(pool_list(), tenant.currency if tenant is not None else None)
+        return tenant.currency if tenant is not None else None
+
+    def get_queryset(self) -> QuerySet[CapacityPool]:
+        return pool_catalogue(self._currency())
+
+    def get_object(self) -> CapacityPool:
+        # One pool by its slug: the filters and ordering are the list's.
+        pool = pool_catalogue_entry(self.kwargs[self.lookup_field], self._currency())
+        if pool is None:
+            raise Http404
+        self.check_object_permissions(self.request, pool)
+        return pool

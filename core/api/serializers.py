@@ -7,6 +7,7 @@ are strings, e.g. ``"12.50"``, as the schema says: a JSON number may have lost d
 it arrives. Query strings carry only text, so a ``QueryDict`` is left to the fields'
 own parsing."""
 
+import copy
 from collections.abc import Mapping
 from typing import Any
 
@@ -77,3 +78,19 @@ class JsonInputSerializer(serializers.Serializer):
             if errors:
                 raise serializers.ValidationError(errors)
         return super().to_internal_value(data)
+
+
+# For a ``ModelSerializer`` on a hot path: DRF builds its fields by introspecting the model for
+# every serializer instance (about 0.3 ms for twenty fields). They depend only on the class (its
+# ``Meta`` and declared fields), so they are built once per class and each instance gets a deep
+# copy, as DRF itself does with declared fields. Put it first in the bases; not for serializers
+# whose fields depend on the instance or the context. (A comment, not a docstring: the OpenAPI
+# schema would show a docstring as each serializer's description.)
+class FieldsBuiltOnce:
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        built = type(self).__dict__.get("_fields_built_once")
+        if built is None:
+            built = super().get_fields()  # type: ignore[misc]
+            type(self)._fields_built_once = built  # type: ignore[attr-defined]
+        return copy.deepcopy(built)

@@ -16,6 +16,7 @@ from rest_framework.authentication import BaseAuthentication, get_authorization_
 from core.api.permissions import IsTenant  # noqa: F401 - re-exported for the views
 from core.timeutils import utcnow
 from marketplace.models import ApiKey, Tenant
+from marketplace.selectors import api_key_by_digest
 from marketplace.services.tenants import api_key_digest, api_key_touch
 
 # Our keys are ~60 characters; anything far longer is not one of ours and is not hashed.
@@ -80,7 +81,7 @@ class ApiKeyAuthentication(BaseAuthentication):
             raw_key = parts[1].decode("ascii")
         except UnicodeDecodeError:
             raise InvalidApiKey() from None
-        key = ApiKey.objects.select_related("tenant").filter(digest=api_key_digest(raw_key)).first()
+        key = api_key_by_digest(api_key_digest(raw_key))
         if key is None:
             raise InvalidApiKey()
         if key.is_revoked:

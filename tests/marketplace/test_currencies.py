@@ -345,6 +345,19 @@ def test_one_pool_shows_the_price_in_the_callers_currency(catalogue, eur_tenant,
         assert (row["price_per_gpu_hour"], row["currency"]) == (expected, tenant.currency)
 
 
+def test_a_pools_page_is_its_entry_in_the_list(catalogue, eur_tenant, usd_tenant, operator_client):
+    PoolPrice.objects.filter(pool__slug="eur-dear").delete()
+    for client in (tenant_client(eur_tenant), tenant_client(usd_tenant), operator_client):
+        listed = client.get("/api/v1/pools/").json()["results"]
+        assert len(listed) == 3
+        for entry in listed:
+            assert client.get(f"/api/v1/pools/{entry['slug']}/").json() == entry
+
+    response = operator_client.get("/api/v1/pools/no-such-pool/")
+    assert response.status_code == 404
+    assert response.json()["code"] == "not_found"
+
+
 def test_an_operator_sees_each_pool_priced_in_its_own_currency(catalogue, operator_client):
     PoolPrice.objects.filter(pool__slug="eur-dear").delete()
 
