@@ -13,7 +13,7 @@ from rest_framework.settings import ISO_8601
 
 from capacity.models import CapacityPool
 from core.api.permissions import SCOPES
-from core.api.serializers import JsonInputSerializer
+from core.api.serializers import FieldsBuiltOnce, JsonInputSerializer
 from core.timeutils import offset_in_use, utcnow
 from marketplace.models import Reservation
 from marketplace.selectors import Window
@@ -204,7 +204,7 @@ class CancellationTermSerializer(serializers.Serializer):
     )
 
 
-class ReservationSerializer(serializers.ModelSerializer):
+class ReservationSerializer(FieldsBuiltOnce, serializers.ModelSerializer):
     """A reservation or a quote (a reservation in status ``held`` with an ``expires_at``).
 
     ``placements`` say where its GPUs run (an incident may have moved some hours to other
