@@ -280,6 +280,8 @@ CANDIDATES = """
       AND (%(provider)s::text IS NULL OR v.slug = %(provider)s)
 """
 
+# Counts hours, not row ids: the covering index poolhour_free_idx holds (pool, hour, capacity,
+# booked), so the scan stays index-only, as the selector's does.
 BARE_AVAILABILITY = f"""
     WITH pools AS ({CANDIDATES})
     SELECT pools.id
@@ -289,7 +291,7 @@ BARE_AVAILABILITY = f"""
     GROUP BY pools.id, pools.price, pools.sellable
     HAVING LEAST(
         COALESCE(min(h.capacity - h.booked), pools.sellable),
-        CASE WHEN count(h.id) < %(hours)s THEN pools.sellable ELSE 2147483647 END
+        CASE WHEN count(h.hour) < %(hours)s THEN pools.sellable ELSE 2147483647 END
     ) >= %(gpus)s
     ORDER BY pools.price, pools.id
 """
