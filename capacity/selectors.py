@@ -3,7 +3,6 @@
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal
 
 from django.core.exceptions import FieldDoesNotExist
 from django.db import connection
@@ -31,8 +30,6 @@ from core.timeutils import HOUR, floor_hour, hour_range, hours_between, is_whole
 # ``price_currency`` (the caller's currency, or the pool's own for None), null where the price
 # book has none. The price book is the marketplace's (``PoolPrice``, the pools' ``prices``); it
 # is reached through that reverse relation, so capacity imports nothing of the marketplace.
-
-PRICE_PLACES = Decimal("0.0001")
 
 
 def _price_book() -> type | None:
@@ -89,13 +86,7 @@ def pool_catalogue_entry(slug: str, currency: str | None) -> CapacityPool | None
         "WHERE p.slug = %s"
     )
     params = ([currency] if book is not None else []) + [currency, slug]
-    pool = next(iter(CapacityPool.objects.raw(sql, params)), None)
-    if pool is not None and pool.price_per_gpu_hour is not None:
-        # Raw columns skip the field converters: SQLite hands a number back as a float.
-        if not isinstance(pool.price_per_gpu_hour, Decimal):
-            pool.price_per_gpu_hour = Decimal(str(pool.price_per_gpu_hour))
-        pool.price_per_gpu_hour = pool.price_per_gpu_hour.quantize(PRICE_PLACES)
-    return pool
+    return next(iter(CapacityPool.objects.raw(sql, params)), None)
 
 
 def incidents_overlapping(pool_id: int, start: datetime, end: datetime) -> QuerySet[Incident]:

@@ -1,3 +1,4 @@
+import json
 from datetime import UTC, datetime
 
 import pytest
@@ -5,6 +6,7 @@ from django.urls import reverse
 
 from capacity.models import CapacityPool
 from tests.factories import CapacityPoolFactory, GpuModelFactory, ProviderFactory, RegionFactory
+from tests.sqlite_helpers import run_on_sqlite
 
 pytestmark = pytest.mark.django_db
 
@@ -131,3 +133,38 @@ def test_datetimes_are_utc_with_z(operator_client, catalogue):
     assert operator_client.get("/api/v1/pools/a/").json()["available_from"] == (
         "2026-03-01T00:00:00Z"
     )
+
+
+SQLITE_CATALOGUE = """
+    import json
+    from decimal import Decimal
+    import django
+    django.setup()
+    from django.core.management import call_command
+    from django.test import Client
+    call_command("migrate", verbosity=0)
+    from marketplace.services.tenants import api_key_create
+    from tests.factories import CapacityPoolFactory, TenantFactory
+
+    CapacityPoolFactory(slug="odd-price", price_per_gpu_hour=Decimal("2.1"))
+    CapacityPoolFactory(slug="unpriced", price_per_gpu_hour=None)
+    key = api_key_create(tenant=TenantFactory(currency="USD"))[1]
+    api = Client(HTTP_HOST="localhost", HTTP_AUTHORIZATION=f"Bearer {key}")
+    listed = api.get("/api/v1/pools/").json()["results"]
+    pages = [api.get(f"/api/v1/pools/{entry['slug']}/").json() for entry in listed]
+    print(json.dumps({"listed": listed, "pages": pages}))
+"""
+
+
+def test_on_sqlite_a_pools_page_is_its_entry_in_the_list(tmp_path):
+    # The embedded default (`make run`): the pool page's one statement reads SQLite's numbers.
+    result = run_on_sqlite(SQLITE_CATALOGUE, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    outcome = json.loads(result.stdout.strip().splitlines()[-1])
+    assert outcome["pages"] == outcome["listed"]
+    prices = {
+        entry["slug"]: (entry["price_per_gpu_hour"], entry["currency"])
+        for entry in outcome["pages"]
+    }
+    assert prices == {"odd-price": ("2.1000", "USD"), "unpriced": (None, "USD")}
