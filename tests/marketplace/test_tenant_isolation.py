@@ -4,6 +4,7 @@ Every test here has a second tenant, Globex, with live bookings in the same pool
 money on its own ledger: if a check counted every tenant's rows instead of one tenant's, the
 figures below would be wrong."""
 
+import random
 from datetime import timedelta
 from decimal import Decimal
 
@@ -161,3 +162,36 @@ def test_an_extension_past_the_credit_limit_is_refused_and_changes_nothing(pool,
         Decimal("96.00"),
         Decimal("4.00"),
     )
+
+
+def test_the_peak_in_the_database_is_the_sweep_over_the_tenants_live_reservations(pool, globex):
+    # given 60 random bookings of Acme over a day (some cancelled, some held), beside Globex's
+    rng = random.Random(7)
+    acme = TenantFactory(name="Acme", max_gpus=10_000)
+    booked = []
+    for _ in range(60):
+        start = MONDAY_9 + rng.randrange(24) * HOUR
+        reservation = book(
+            acme, booking(gpus=8 * rng.randint(1, 3), start=start, hours=rng.randint(1, 6))
+        )
+        if rng.random() < 0.2:
+            svc.reservation_cancel(
+                tenant=acme, reservation_id=reservation.pk, cancelled_by="tenant", now=NOW
+            )
+        booked.append(reservation)
+
+    # then, for any window and with or without one reservation left out, the database's peak
+    # is the sweep over the same live reservations
+    for _ in range(40):
+        start = MONDAY_9 + rng.randrange(-2, 28) * HOUR
+        end = start + rng.randint(1, 12) * HOUR
+        left_out = rng.choice([None, *booked])
+        live = [
+            (r.start, r.end, r.gpu_count)
+            for r in Reservation.objects.filter(tenant=acme, status__in=Reservation.LIVE_STATUSES)
+            if r != left_out and r.start < end and r.end > start
+        ]
+        expected = selectors.peak_of(live, start, end)
+        found = selectors.peak_gpus(tenant=acme, start=start, end=end, exclude=left_out)
+        assert found == expected, (start, end, left_out)
+    assert selectors.peak_gpus(tenant=acme, start=MONDAY_9 - 9 * HOUR, end=MONDAY_9) == 0
