@@ -13,6 +13,7 @@ from django.db.models import (
     Exists,
     F,
     Min,
+    Model,
     OuterRef,
     Q,
     QuerySet,
@@ -21,7 +22,7 @@ from django.db.models import (
 )
 from django.db.models.functions import Greatest
 
-from capacity.models import CapacityPool, Incident, PoolHour
+from capacity.models import CapacityPool, GpuModel, Incident, PoolHour, Provider, Region
 from core.timeutils import HOUR, floor_hour, hour_range, hours_between, is_whole_hour, utcnow
 
 # --- the catalogue as tenants read it ----------------------------------------------------------
@@ -32,7 +33,7 @@ from core.timeutils import HOUR, floor_hour, hour_range, hours_between, is_whole
 # is reached through that reverse relation, so capacity imports nothing of the marketplace.
 
 
-def _price_book() -> type | None:
+def _price_book() -> type[Model] | None:
     try:
         return CapacityPool._meta.get_field("prices").related_model
     except FieldDoesNotExist:  # the marketplace is not installed: no prices to show
@@ -43,11 +44,12 @@ def pool_catalogue(currency: str | None) -> QuerySet[CapacityPool]:
     """Every pool as the catalogue shows it (see above), for lists with filters and ordering."""
     wanted = Value(currency, output_field=CharField()) if currency else F("currency")
     book = _price_book()
+    price: Value | Subquery
     if book is None:
         price = Value(None, output_field=DecimalField(max_digits=12, decimal_places=4))
     else:
         price = Subquery(
-            book.objects.filter(
+            book._default_manager.filter(
                 pool=OuterRef("pk"), currency=currency or OuterRef("currency")
             ).values("price_per_gpu_hour")[:1]
         )
@@ -64,10 +66,6 @@ def pool_catalogue(currency: str | None) -> QuerySet[CapacityPool]:
 def pool_catalogue_entry(slug: str, currency: str | None) -> CapacityPool | None:
     """One pool of ``pool_catalogue`` by its slug, or None. The hottest read of the API (a
     pool's page): one plain statement, without building the ORM query each time."""
-    pool_table = CapacityPool._meta.db_table
-    region = CapacityPool._meta.get_field("region").related_model
-    gpu_model = CapacityPool._meta.get_field("gpu_model").related_model
-    provider = region._meta.get_field("provider").related_model
     book = _price_book()
     price = (
         f"(SELECT b.price_per_gpu_hour FROM {book._meta.db_table} b "  # noqa: S608
@@ -79,10 +77,10 @@ def pool_catalogue_entry(slug: str, currency: str | None) -> CapacityPool | None
         f"SELECT p.*, pv.slug AS provider_slug, r.code AS region_code, "  # noqa: S608
         f"r.country AS region_country, g.slug AS gpu_model_slug, "
         f"{price} AS price_per_gpu_hour, COALESCE(%s, p.currency) AS price_currency "
-        f"FROM {pool_table} p "
-        f"JOIN {region._meta.db_table} r ON r.id = p.region_id "
-        f"JOIN {provider._meta.db_table} pv ON pv.id = r.provider_id "
-        f"JOIN {gpu_model._meta.db_table} g ON g.id = p.gpu_model_id "
+        f"FROM {CapacityPool._meta.db_table} p "
+        f"JOIN {Region._meta.db_table} r ON r.id = p.region_id "
+        f"JOIN {Provider._meta.db_table} pv ON pv.id = r.provider_id "
+        f"JOIN {GpuModel._meta.db_table} g ON g.id = p.gpu_model_id "
         "WHERE p.slug = %s"
     )
     params = ([currency] if book is not None else []) + [currency, slug]

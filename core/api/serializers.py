@@ -87,7 +87,6 @@ class JsonInputSerializer(serializers.Serializer):
 # whose fields depend on the instance or the context. (A comment, not a docstring: the OpenAPI
 # schema would show a docstring as each serializer's description.)
 class FieldsBuiltOnce:
-
     def get_fields(self) -> dict[str, serializers.Field]:
         built = type(self).__dict__.get("_fields_built_once")
         if built is None:
