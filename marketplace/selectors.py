@@ -332,8 +332,13 @@ def api_key_by_digest(digest: str) -> ApiKey | None:
     asks this (with no cache, so a revocation takes effect at once): two plain statements by
     unique key, cheaper than building the joined ORM query each time."""
     key = next(iter(ApiKey.objects.raw(_API_KEY_BY_DIGEST, [digest])), None)
-    if key is not None:
-        key.tenant = next(iter(Tenant.objects.raw(_TENANT_BY_ID, [key.tenant_id])))
+    if key is None:
+        return None
+    # Each statement sees its own snapshot: a tenant deleted in between takes its keys along.
+    tenant = next(iter(Tenant.objects.raw(_TENANT_BY_ID, [key.tenant_id])), None)
+    if tenant is None:
+        return None
+    key.tenant = tenant
     return key
 
 
