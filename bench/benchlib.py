@@ -80,6 +80,12 @@ def django_ledger_violations() -> dict[str, int]:
     return ledger_violations(execute)
 
 
+def ledger_problems() -> list[str]:
+    """``django_ledger_violations`` as printable lines, one per check that failed (none when
+    the ledger holds)."""
+    return [f"{count} {label}" for label, count in django_ledger_violations().items() if count]
+
+
 def row(what: str, measured: str, goal: str, ok: bool | None) -> dict[str, str]:
     """One line of the summary table; ``ok`` None: a figure without a goal (informative)."""
     return {

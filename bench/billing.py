@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from benchlib import django_ledger_violations, row, scaled, write_results  # noqa: E402
+from benchlib import ledger_problems, row, scaled, write_results  # noqa: E402
 
 DATABASE = "gpu_marketplace_bench_billing"
 SERVER = os.environ.get("BENCH_DATABASE_SERVER", "postgres://postgres@127.0.0.1:5432")
@@ -307,9 +307,7 @@ def check_books(tenants: int, displaced: int) -> list[str]:
     sla_notes = CreditNote.objects.filter(reason="sla").count()
     if sla_notes != displaced:  # one reservation per tenant, each lost some hours
         problems.append(f"{sla_notes} SLA credit notes for {displaced} displaced tenants")
-    for label, count in django_ledger_violations().items():
-        if count:
-            problems.append(f"ledger: {count} {label}")
+    problems.extend(f"ledger: {problem}" for problem in ledger_problems())
     return problems
 
 

@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import search  # noqa: E402  (sets DATABASE_URL to bench_search and the settings module)
 from benchlib import (  # noqa: E402
-    django_ledger_violations,
+    ledger_problems,
     percentile,
     row,
     scaled,
@@ -121,8 +121,7 @@ def main() -> int:
         ),
     ]
     print("Checking the ledger...", flush=True)
-    violations = django_ledger_violations()
-    problems = [f"{count} {label}" for label, count in violations.items() if count]
+    problems = ledger_problems()
     print("   guarantee check: " + ("OK" if not problems else "; ".join(problems)))
     write_results("dashboard", rows, guarantee_ok=not problems, problems=problems)
     return 1 if problems else 0

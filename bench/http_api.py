@@ -54,7 +54,7 @@ sys.path.insert(0, str(ROOT))
 from benchlib import (  # noqa: E402
     RESULTS,
     SCALE,
-    django_ledger_violations,
+    ledger_problems,
     row,
     scaled,
     verdict,
@@ -415,9 +415,8 @@ def main() -> int:
     )
     from marketplace.models import Reservation
 
-    violations = django_ledger_violations()
+    problems = ledger_problems()
     booked = Reservation.objects.count()
-    problems = [f"{count} {label}" for label, count in violations.items() if count]
     print(
         f"   {booked} reservations in the database; guarantee check: "
         + ("OK" if not problems else "; ".join(problems))

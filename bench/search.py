@@ -49,7 +49,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchlib import (  # noqa: E402
     SCALE,
-    django_ledger_violations,
+    ledger_problems,
     percentile,
     row,
     scaled,
@@ -500,8 +500,7 @@ def main() -> int:
         )
 
     print("Checking the ledger...", flush=True)
-    violations = django_ledger_violations()
-    problems = [f"{count} {label}" for label, count in violations.items() if count]
+    problems = ledger_problems()
     print("   guarantee check: " + ("OK" if not problems else "; ".join(problems)))
     write_results("search", rows, guarantee_ok=not problems, problems=problems)
     return 1 if problems else 0
