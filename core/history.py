@@ -25,6 +25,7 @@ from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import models
+from django.utils import timezone
 from simple_history.models import HistoricalRecords
 from simple_history.utils import bulk_update_with_history, get_change_reason_from_object
 
@@ -90,6 +91,10 @@ class AuditedChange(models.Model):
         return f"{self.history_api_key_prefix} (tenant {self.history_tenant_id})"
 
 
+# Each audited model's ``AuditHistory``, once the model is ready (``creation_record``).
+_AUDITED: dict[type[models.Model], "AuditHistory"] = {}
+
+
 class AuditHistory(HistoricalRecords):
     """``HistoricalRecords`` with the audit trail's defaults: historical rows carry the API key
     (``AuditedChange``), ``history_user`` is only ever a Django user, and the change reason
@@ -100,8 +105,39 @@ class AuditHistory(HistoricalRecords):
         kwargs.setdefault("get_user", _django_user)
         super().__init__(**kwargs)
 
+    def finalize(self, sender: type[models.Model], **kwargs: Any) -> None:
+        super().finalize(sender, **kwargs)
+        if sender is self.cls:
+            _AUDITED[sender] = self
+
     def get_change_reason_for_object(self, instance: models.Model, history_type, using):
         return get_change_reason_from_object(instance) or request_reason() or None
+
+    def unsaved_record(self, instance: models.Model, history_type: str) -> models.Model:
+        """The historical row ``create_historical_record`` saves for ``instance``, not saved:
+        the same fields, date, user, reason and API key."""
+        manager = getattr(instance, self.manager_name)
+        record = manager.model(
+            history_date=getattr(instance, "_history_date", timezone.now()),
+            history_type=history_type,
+            history_user=self.get_history_user(instance),
+            history_change_reason=self.get_change_reason_for_object(instance, history_type, None),
+            **{
+                field.attname: getattr(instance, field.attname)
+                for field in self.fields_included(instance)
+            },
+        )
+        for field, value in request_actor().items():  # as AuditedChange.save fills them in
+            setattr(record, field, value)
+        return record
+
+
+def creation_record(instance: models.Model) -> models.Model | None:
+    """The audit trail's row for creating ``instance`` (history type ``+``), not saved; None
+    if its model keeps no history. For writes that insert rows without ``save()`` (so without
+    simple-history's signal) but still owe the audit trail: ``core.db.insert_together``."""
+    records = _AUDITED.get(type(instance))
+    return records.unsaved_record(instance, "+") if records is not None else None
 
 
 def request_reason(request: Any = None) -> str:

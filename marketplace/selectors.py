@@ -342,6 +342,13 @@ def api_key_by_digest(digest: str) -> ApiKey | None:
     return key
 
 
+def tenant_lock(tenant_id: int) -> Tenant | None:
+    """The tenant's row, locked until the transaction ends (where the database locks rows), or
+    None. Every booking starts here: one plain statement, not an ORM query built each time."""
+    sql = _TENANT_BY_ID + (" FOR UPDATE" if connection.features.has_select_for_update else "")
+    return next(iter(Tenant.objects.raw(sql, [tenant_id])), None)
+
+
 def reservation_prefetch() -> list[Prefetch]:
     """What the API shape of a reservation reads besides its pool: placements, interruptions."""
     return [

@@ -27,6 +27,7 @@ from billing.credit import credit_available
 from capacity.errors import InsufficientCapacity, InvalidWindow
 from capacity.models import GpuModel
 from capacity.services import capacity_claim
+from core.db import insert_together
 from core.errors import NotFound
 from core.money import round_money
 from core.timeutils import HOUR, ceil_hour, floor_hour, hours_between, is_whole_hour, utcnow
@@ -43,7 +44,13 @@ from marketplace.errors import (
     TenantSuspended,
     UnknownGpuModel,
 )
-from marketplace.models import CancellationRule, IdempotencyRecord, Reservation, Tenant
+from marketplace.models import (
+    CancellationRule,
+    IdempotencyRecord,
+    Placement,
+    Reservation,
+    Tenant,
+)
 from marketplace.services.placements import (
     placed_gpu_hours,
     placement_add,
@@ -158,7 +165,9 @@ def _lock_reservation(
 
 
 def _lock_tenant(tenant: Tenant) -> Tenant:
-    locked = Tenant.objects.select_for_update(of=("self",)).get(pk=tenant.pk)
+    locked = selectors.tenant_lock(tenant.pk)
+    if locked is None:
+        raise Tenant.DoesNotExist("The tenant no longer exists.")
     if not locked.is_active:
         raise TenantSuspended()
     return locked
@@ -261,7 +270,7 @@ def _place(tenant: Tenant, request: BookingRequest, *, status: str, now: datetim
             unit=unit, gpus=request.gpu_count, hours=hours, currency=currency
         )
         _check_credit(tenant, total, credit)
-        reservation = Reservation.objects.create(
+        reservation = Reservation(
             tenant=tenant,
             pool=pool,
             gpu_count=request.gpu_count,
@@ -286,14 +295,16 @@ def _place(tenant: Tenant, request: BookingRequest, *, status: str, now: datetim
             commitment_percent=commitment,
             cancellation_terms=terms,
         )
-        placement = placement_add(
+        placement = Placement(
             reservation=reservation,
-            pool_id=pool.pk,
+            pool=pool,
             start=request.start,
             end=request.end,
             gpus=request.gpu_count,
-            claimed=True,
         )
+        # The ledger is claimed already: the two rows (and the reservation's audit-trail row)
+        # go in in one round trip.
+        insert_together(reservation, placement)
         events.reservation_loaded(reservation, placements=[placement])
         return reservation
     raise InsufficientCapacity(

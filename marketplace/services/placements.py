@@ -20,29 +20,25 @@ def placement_add(
     end: datetime,
     gpus: int,
     incident_id: int | None = None,
-    claimed: bool = False,
 ) -> Placement:
     """Claim ``gpus`` on the pool for [start, end) and record the placement; one that ends at
-    ``start`` with the same pool, GPUs and cause is lengthened instead (an extension).
-    ``claimed``: the caller already claimed the ledger in this transaction — a new booking,
-    which claims before its row exists so that a full pool is refused first, and has no
-    placement yet to lengthen."""
-    if not claimed:
-        capacity_claim(pool_id=pool_id, start=start, end=end, gpus=gpus)
-        adjacent = Placement.objects.filter(
-            reservation=reservation,
-            pool_id=pool_id,
-            end=start,
-            gpus=gpus,
-            incident__isnull=incident_id is None,
-        )
-        if incident_id is not None:
-            adjacent = adjacent.filter(incident_id=incident_id)
-        before = adjacent.first()
-        if before is not None:
-            before.end = end
-            before.save(update_fields=["end"])
-            return before
+    ``start`` with the same pool, GPUs and cause is lengthened instead (an extension). A new
+    booking claims and inserts its first placement itself (``booking._place``)."""
+    capacity_claim(pool_id=pool_id, start=start, end=end, gpus=gpus)
+    adjacent = Placement.objects.filter(
+        reservation=reservation,
+        pool_id=pool_id,
+        end=start,
+        gpus=gpus,
+        incident__isnull=incident_id is None,
+    )
+    if incident_id is not None:
+        adjacent = adjacent.filter(incident_id=incident_id)
+    before = adjacent.first()
+    if before is not None:
+        before.end = end
+        before.save(update_fields=["end"])
+        return before
     placement = Placement(
         reservation=reservation,
         pool_id=pool_id,
