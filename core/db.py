@@ -4,9 +4,12 @@
 ``save()`` would, but on PostgreSQL in one statement: one round trip instead of one per row,
 and none of the ORM's per-save work."""
 
+import functools
+from collections.abc import Sequence
 from typing import Any
 
 from django.db import connection, models
+from django.db.models.expressions import Col
 
 from core.history import creation_record
 
@@ -67,3 +70,52 @@ def insert_together(*instances: models.Model) -> None:
     for instance, *_ in statements:
         instance._state.adding = False
         instance._state.db = connection.alias
+
+
+class Columns:
+    """Read rows of ``model`` from plain SQL into ORM instances without building an ORM query:
+    for the reads every request makes (an API key, a tenant to lock, a booking's pools).
+
+    ``columns`` is the select list of every concrete field, or of those named in ``only``
+    (``alias.column, …``, in field order; the others are deferred, as with ``only()``);
+    ``take(row)`` builds the instance from the first ``width`` values of a result row, with the
+    database's and the fields' converters applied as the ORM applies them, and returns it with
+    the rest of the row (so one row may carry a pool, its region and its GPU model)."""
+
+    def __init__(
+        self, model: type[models.Model], alias: str, only: Sequence[str] | None = None
+    ) -> None:
+        self.model = model
+        self.fields = [
+            field
+            for field in model._meta.concrete_fields
+            if only is None or field.name in only or field.primary_key
+        ]
+        quote = connection.ops.quote_name
+        self.columns = ", ".join(f"{alias}.{quote(field.column)}" for field in self.fields)
+        self.width = len(self.fields)
+        self.names = [field.attname for field in self.fields]
+
+    def _converters(self) -> list[tuple[int, list[Any], Col]]:
+        found = []
+        for index, field in enumerate(self.fields):
+            expression = Col(self.model._meta.db_table, field)
+            converters = connection.ops.get_db_converters(expression)
+            converters += expression.get_db_converters(connection)
+            if converters:
+                found.append((index, converters, expression))
+        return found
+
+    def take(self, row: Sequence[Any]) -> tuple[models.Model, Sequence[Any]]:
+        values = list(row[: self.width])
+        for index, converters, expression in _converters_of(self, connection.vendor):
+            value = values[index]
+            for converter in converters:
+                value = converter(value, expression, connection)
+            values[index] = value
+        return self.model.from_db(connection.alias, self.names, values), row[self.width :]
+
+
+@functools.cache
+def _converters_of(columns: Columns, vendor: str) -> list[tuple[int, list[Any], Col]]:
+    return columns._converters()

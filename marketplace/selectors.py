@@ -26,7 +26,7 @@ from django.db.models import (
 )
 from django.db.models.functions import Coalesce
 
-from capacity.models import CapacityPool, GpuModel, Incident, Region
+from capacity.models import CapacityPool, GpuModel, Incident, Provider, Region
 from capacity.selectors import (
     earliest_free_starts,
     free_by_hour_of_pools,
@@ -37,9 +37,10 @@ from capacity.selectors import (
     set_based_search_supported,
     steady_capacity,
 )
+from core.db import Columns
 from core.timeutils import HOUR, hours_between
 from marketplace import pricing
-from marketplace.models import ApiKey, Displacement, Placement, Reservation, Tenant
+from marketplace.models import ApiKey, Displacement, Placement, PoolPrice, Reservation, Tenant
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,54 @@ def candidate_pools(criteria: PoolFilter, *, currency: str) -> QuerySet[Capacity
         pools = pools.filter(tier=criteria.tier)
     if criteria.pool:
         pools = pools.filter(slug=criteria.pool)
+    return pools
+
+
+_POOL_COLUMNS = Columns(CapacityPool, "p")
+_REGION_COLUMNS = Columns(Region, "r")
+_PROVIDER_COLUMNS = Columns(Provider, "v")
+_GPU_MODEL_COLUMNS = Columns(GpuModel, "g")
+_PRICE_COLUMNS = Columns(PoolPrice, "b", only=["price_per_gpu_hour"])
+
+
+def bookable_pools(criteria: PoolFilter, *, currency: str) -> list[CapacityPool]:
+    """``candidate_pools`` for a booking, in one plain statement (a booking reads them every
+    time): the same pools, by slug, with their region, provider and GPU model attached and
+    their list price in ``currency`` as ``list_price`` (with ``list_price_currency``)."""
+    where = ["g.slug = %s", "p.status = %s"]
+    params: list[object] = [currency, criteria.gpu_model, CapacityPool.Status.ACTIVE.value]
+    for column, value in (
+        ("r.code", criteria.region),
+        ("v.slug", criteria.provider),
+        ("p.tier", criteria.tier),
+        ("p.slug", criteria.pool),
+    ):
+        if value:
+            where.append(f"{column} = %s")
+            params.append(value)
+    sql = (
+        f"SELECT {_POOL_COLUMNS.columns}, {_REGION_COLUMNS.columns}, "  # noqa: S608
+        f"{_PROVIDER_COLUMNS.columns}, {_GPU_MODEL_COLUMNS.columns}, {_PRICE_COLUMNS.columns} "
+        f"FROM {CapacityPool._meta.db_table} p "
+        f"JOIN {Region._meta.db_table} r ON r.id = p.region_id "
+        f"JOIN {Provider._meta.db_table} v ON v.id = r.provider_id "
+        f"JOIN {GpuModel._meta.db_table} g ON g.id = p.gpu_model_id "
+        f"JOIN {PoolPrice._meta.db_table} b ON b.pool_id = p.id AND b.currency = %s "
+        f"WHERE {' AND '.join(where)} ORDER BY p.slug"
+    )
+    pools = []
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    for row in rows:
+        pool, rest = _POOL_COLUMNS.take(row)
+        region, rest = _REGION_COLUMNS.take(rest)
+        region.provider, rest = _PROVIDER_COLUMNS.take(rest)
+        pool.gpu_model, rest = _GPU_MODEL_COLUMNS.take(rest)
+        pool.region = region
+        pool.list_price = _PRICE_COLUMNS.take(rest)[0].price_per_gpu_hour
+        pool.list_price_currency = currency
+        pools.append(pool)
     return pools
 
 
@@ -323,30 +372,39 @@ def earliest_windows(
     return _with_catalogue(windows[:limit])
 
 
-_API_KEY_BY_DIGEST = f"SELECT * FROM {ApiKey._meta.db_table} WHERE digest = %s"  # noqa: S608
-_TENANT_BY_ID = f"SELECT * FROM {Tenant._meta.db_table} WHERE id = %s"  # noqa: S608
+_KEY_COLUMNS = Columns(ApiKey, "k")
+_TENANT_COLUMNS = Columns(Tenant, "t")
 
 
 def api_key_by_digest(digest: str) -> ApiKey | None:
     """The API key with this digest, its tenant attached, or None. Every authenticated request
-    asks this (with no cache, so a revocation takes effect at once): two plain statements by
+    asks this (with no cache, so a revocation takes effect at once): one plain statement by
     unique key, cheaper than building the joined ORM query each time."""
-    key = next(iter(ApiKey.objects.raw(_API_KEY_BY_DIGEST, [digest])), None)
-    if key is None:
+    sql = (
+        f"SELECT {_KEY_COLUMNS.columns}, {_TENANT_COLUMNS.columns} "  # noqa: S608
+        f"FROM {ApiKey._meta.db_table} k JOIN {Tenant._meta.db_table} t ON t.id = k.tenant_id "
+        "WHERE k.digest = %s"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [digest])
+        row = cursor.fetchone()
+    if row is None:
         return None
-    # Each statement sees its own snapshot: a tenant deleted in between takes its keys along.
-    tenant = next(iter(Tenant.objects.raw(_TENANT_BY_ID, [key.tenant_id])), None)
-    if tenant is None:
-        return None
-    key.tenant = tenant
+    key, rest = _KEY_COLUMNS.take(row)
+    key.tenant = _TENANT_COLUMNS.take(rest)[0]
     return key
 
 
 def tenant_lock(tenant_id: int) -> Tenant | None:
     """The tenant's row, locked until the transaction ends (where the database locks rows), or
     None. Every booking starts here: one plain statement, not an ORM query built each time."""
-    sql = _TENANT_BY_ID + (" FOR UPDATE" if connection.features.has_select_for_update else "")
-    return next(iter(Tenant.objects.raw(sql, [tenant_id])), None)
+    sql = f"SELECT {_TENANT_COLUMNS.columns} FROM {Tenant._meta.db_table} t WHERE t.id = %s"  # noqa: S608
+    if connection.features.has_select_for_update:
+        sql += " FOR UPDATE"
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [tenant_id])
+        row = cursor.fetchone()
+    return _TENANT_COLUMNS.take(row)[0] if row is not None else None
 
 
 def reservation_prefetch() -> list[Prefetch]:

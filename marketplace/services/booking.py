@@ -221,7 +221,7 @@ def _place(tenant: Tenant, request: BookingRequest, *, status: str, now: datetim
     )
     # Only pools sold in the tenant's currency: every price compared and charged is in it.
     currency = tenant.currency
-    pools = list(selectors.candidate_pools(criteria, currency=currency))
+    pools = selectors.bookable_pools(criteria, currency=currency)
     # The model is looked up only when no pool offers it (a pool names an existing model).
     if not pools and not GpuModel.objects.filter(slug=request.gpu_model).exists():
         raise UnknownGpuModel(
