@@ -6,7 +6,7 @@ and none of the ORM's per-save work."""
 
 import functools
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from django.db import connection, models
 from django.db.models.expressions import Col
@@ -72,7 +72,10 @@ def insert_together(*instances: models.Model) -> None:
         instance._state.db = connection.alias
 
 
-class Columns:
+M = TypeVar("M", bound=models.Model)
+
+
+class Columns(Generic[M]):
     """Read rows of ``model`` from plain SQL into ORM instances without building an ORM query:
     for the reads every request makes (an API key, a tenant to lock, a booking's pools).
 
@@ -82,9 +85,7 @@ class Columns:
     database's and the fields' converters applied as the ORM applies them, and returns it with
     the rest of the row (so one row may carry a pool, its region and its GPU model)."""
 
-    def __init__(
-        self, model: type[models.Model], alias: str, only: Sequence[str] | None = None
-    ) -> None:
+    def __init__(self, model: type[M], alias: str, only: Sequence[str] | None = None) -> None:
         self.model = model
         self.fields = [
             field
@@ -106,7 +107,7 @@ class Columns:
                 found.append((index, converters, expression))
         return found
 
-    def take(self, row: Sequence[Any]) -> tuple[models.Model, Sequence[Any]]:
+    def take(self, row: Sequence[Any]) -> tuple[M, Sequence[Any]]:
         values = list(row[: self.width])
         for index, converters, expression in _converters_of(self, connection.vendor):
             value = values[index]
@@ -117,5 +118,5 @@ class Columns:
 
 
 @functools.cache
-def _converters_of(columns: Columns, vendor: str) -> list[tuple[int, list[Any], Col]]:
+def _converters_of(columns: Columns[Any], vendor: str) -> list[tuple[int, list[Any], Col]]:
     return columns._converters()

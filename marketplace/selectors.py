@@ -4,6 +4,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 from uuid import UUID
 
 from django.core.exceptions import FieldDoesNotExist
@@ -100,7 +101,7 @@ def bookable_pools(criteria: PoolFilter, *, currency: str) -> list[CapacityPool]
     time): the same pools, by slug, with their region, provider and GPU model attached and
     their list price in ``currency`` as ``list_price`` (with ``list_price_currency``)."""
     where = ["g.slug = %s", "p.status = %s"]
-    params: list[object] = [currency, criteria.gpu_model, CapacityPool.Status.ACTIVE.value]
+    params: list[Any] = [currency, criteria.gpu_model, CapacityPool.Status.ACTIVE.value]
     for column, value in (
         ("r.code", criteria.region),
         ("v.slug", criteria.provider),
@@ -130,8 +131,9 @@ def bookable_pools(criteria: PoolFilter, *, currency: str) -> list[CapacityPool]
         region.provider, rest = _PROVIDER_COLUMNS.take(rest)
         pool.gpu_model, rest = _GPU_MODEL_COLUMNS.take(rest)
         pool.region = region
-        pool.list_price = _PRICE_COLUMNS.take(rest)[0].price_per_gpu_hour
-        pool.list_price_currency = currency
+        # where the ORM puts annotations (candidate_pools annotates these two)
+        pool.__dict__["list_price"] = _PRICE_COLUMNS.take(rest)[0].price_per_gpu_hour
+        pool.__dict__["list_price_currency"] = currency
         pools.append(pool)
     return pools
 
