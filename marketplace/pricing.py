@@ -10,11 +10,15 @@ unit price = the pool's list price in the tenant's currency
 rounded half up to four decimals per GPU-hour. Backup pools carry their own (lower) list
 price. The total is unit price x GPUs x hours, rounded half up to the currency's minor unit."""
 
+from dataclasses import dataclass
 from decimal import Decimal
+from typing import cast
+
+from django.db import connection, models
 
 from capacity.models import CapacityPool
 from core.money import round_money, round_rate
-from marketplace.models import CommitmentDiscount, PoolPrice, Tenant
+from marketplace.models import CancellationRule, CommitmentDiscount, PoolPrice, Tenant
 
 HUNDRED = Decimal(100)
 
@@ -23,9 +27,52 @@ class NotPriced(LookupError):
     """The pool has no list price in the currency asked for (it is not sold in it)."""
 
 
+@dataclass(frozen=True)
+class BookingTerms:
+    """What a booking of some length locks in besides its price: the commitment discount for
+    that length, and the cancellation policy in force (``Reservation.cancellation_terms``:
+    ``[{"min_notice_hours": 24, "fee_percent": "0.00"}, ...]``, largest notice first)."""
+
+    commitment_percent: Decimal
+    cancellation_terms: list[dict[str, int | str]]
+
+
+def _percent(field: models.DecimalField, value: object) -> Decimal:
+    # As the field reads it: a float on SQLite, so quantized to its decimal places.
+    return cast(Decimal, field.to_python(value)).quantize(Decimal(10) ** -field.decimal_places)
+
+
+def booking_terms(hours: int) -> BookingTerms:
+    """The terms in force now for a booking of ``hours`` hours, in one statement."""
+    discount = CommitmentDiscount._meta.get_field("percent")
+    fee = CancellationRule._meta.get_field("fee_percent")
+    discounts, rules_table = CommitmentDiscount._meta.db_table, CancellationRule._meta.db_table
+    sql = (
+        f"SELECT NULL, percent FROM (SELECT percent FROM {discounts} "  # noqa: S608
+        "WHERE min_hours <= %s ORDER BY min_hours DESC LIMIT 1) AS commitment "
+        f"UNION ALL SELECT min_notice_hours, fee_percent FROM {rules_table}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [hours])
+        rows = cursor.fetchall()
+    commitment = Decimal(0)
+    rules = []
+    for notice, percent in rows:
+        if notice is None:
+            commitment = _percent(cast(models.DecimalField, discount), percent)
+        else:
+            rules.append((int(notice), _percent(cast(models.DecimalField, fee), percent)))
+    return BookingTerms(
+        commitment_percent=commitment,
+        cancellation_terms=[
+            {"min_notice_hours": notice, "fee_percent": str(percent)}
+            for notice, percent in sorted(rules, reverse=True)
+        ],
+    )
+
+
 def commitment_percent(hours: int) -> Decimal:
-    rule = CommitmentDiscount.objects.filter(min_hours__lte=hours).order_by("-min_hours").first()
-    return rule.percent if rule else Decimal(0)
+    return booking_terms(hours).commitment_percent
 
 
 def list_price(*, pool: CapacityPool, currency: str) -> Decimal | None:

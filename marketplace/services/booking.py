@@ -45,7 +45,6 @@ from marketplace.errors import (
     UnknownGpuModel,
 )
 from marketplace.models import (
-    CancellationRule,
     IdempotencyRecord,
     Placement,
     Reservation,
@@ -241,7 +240,8 @@ def _place(tenant: Tenant, request: BookingRequest, *, status: str, now: datetim
             fields=_field_error("gpu_count", "not_whole_nodes", f"Multiple of {steps[0]}."),
         )
     hours = request.hours
-    commitment = pricing.commitment_percent(hours)
+    terms = pricing.booking_terms(hours)
+    commitment = terms.commitment_percent
     priced = []
     for pool in fitting:
         unit = pricing.unit_price(pool=pool, tenant=tenant, hours=hours, commitment=commitment)
@@ -250,9 +250,8 @@ def _place(tenant: Tenant, request: BookingRequest, *, status: str, now: datetim
     priced.sort(key=lambda row: row[:3])
 
     # Read before the ledger rows are locked, to hold them for less time (the tenant lock
-    # keeps both as they are): the credit is checked once a pool has taken the booking.
+    # keeps it as it is): the credit is checked once a pool has taken the booking.
     credit = credit_available(tenant=tenant) if priced else Decimal(0)
-    terms = cancellation_schedule() if priced else []
     best_available = 0
     for index, (unit, _, _, pool) in enumerate(priced):
         try:
@@ -293,7 +292,7 @@ def _place(tenant: Tenant, request: BookingRequest, *, status: str, now: datetim
             confirmed_at=now if status == Reservation.Status.CONFIRMED else None,
             scope=request.scope,
             commitment_percent=commitment,
-            cancellation_terms=terms,
+            cancellation_terms=terms.cancellation_terms,
         )
         placement = Placement(
             reservation=reservation,
@@ -572,18 +571,6 @@ def _expire(reservation: Reservation) -> None:
     reservation.capacity_until = reservation.start
     reservation.charge = Decimal("0.00")
     reservation.save(update_fields=["status", "capacity_until", "charge", "updated_at"])
-
-
-def cancellation_schedule() -> list[dict[str, int | str]]:
-    """The cancellation policy in force now, as a booking keeps it
-    (``Reservation.cancellation_terms``): ``[{"min_notice_hours": 24, "fee_percent": "0.00"},
-    ...]``, largest notice first."""
-    return [
-        {"min_notice_hours": notice, "fee_percent": str(fee)}
-        for notice, fee in CancellationRule.objects.order_by("-min_notice_hours").values_list(
-            "min_notice_hours", "fee_percent"
-        )
-    ]
 
 
 def cancellation_fee_percent(terms: list[dict[str, Any]], notice_hours: int) -> Decimal:
