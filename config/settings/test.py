@@ -1,7 +1,7 @@
 """Tests: real PostgreSQL and real Redis (see `make test`)."""
 
 from .base import *  # noqa: F403
-from .base import env
+from .base import POSTGRESQL_OPTIONS, env
 
 SECRET_KEY = "test-only-not-secret"
 ALLOWED_HOSTS = ["testserver", "localhost", "127.0.0.1"]
@@ -9,6 +9,7 @@ DATABASES = {
     "default": env.db_url("DATABASE_URL", default="postgres://postgres@127.0.0.1:5432/postgres"),
 }
 DATABASES["default"]["CONN_MAX_AGE"] = 0
+DATABASES["default"]["OPTIONS"] = dict(POSTGRESQL_OPTIONS)  # as deployed
 DATABASES["default"]["TEST"] = {"NAME": env("TEST_DATABASE_NAME", default="test_gpu_marketplace")}
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="redis://127.0.0.1:6379/15")
 CELERY_BROKER_TRANSPORT_OPTIONS = {"max_retries": 0}  # as in base: fail a publish at once
