@@ -1,11 +1,9 @@
 """What the demand side tells tenants: events recorded in the transaction that makes the change
 (the events app's outbox), with ``data`` as the API shows the resource at that moment."""
 
-import functools
 from collections.abc import Iterable
 from datetime import datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING
 
 from django.db.models import prefetch_related_objects
 from rest_framework.fields import DateTimeField
@@ -15,21 +13,11 @@ from events.services import NewEvent, events_record
 from marketplace import selectors
 from marketplace.models import Displacement, Placement, Reservation, Tenant
 
-if TYPE_CHECKING:
-    from marketplace.api.serializers import ReservationSerializer
-
-
-@functools.cache
-def _reservation_serializer() -> "ReservationSerializer":
-    # One instance, built once: a serializer's fields are set up on first use, which costs more
-    # than rendering a reservation; rendering keeps no state, so one instance serves every call.
-    from marketplace.api.serializers import ReservationSerializer  # the API's own shape
-
-    return ReservationSerializer()
-
 
 def _reservation_data(reservation: Reservation) -> dict:
-    return dict(_reservation_serializer().to_representation(reservation))
+    from marketplace.api.serializers import reservation_data  # the API's own shape
+
+    return reservation_data(reservation)
 
 
 def reservation_loaded(

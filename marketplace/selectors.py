@@ -41,7 +41,15 @@ from capacity.selectors import (
 from core.db import Columns
 from core.timeutils import HOUR, hours_between
 from marketplace import pricing
-from marketplace.models import ApiKey, Displacement, Placement, PoolPrice, Reservation, Tenant
+from marketplace.models import (
+    ApiKey,
+    Displacement,
+    IdempotencyRecord,
+    Placement,
+    PoolPrice,
+    Reservation,
+    Tenant,
+)
 
 
 @dataclass(frozen=True)
@@ -407,6 +415,22 @@ def tenant_lock(tenant_id: int) -> Tenant | None:
         cursor.execute(sql, [tenant_id])
         row = cursor.fetchone()
     return _TENANT_COLUMNS.take(row)[0] if row is not None else None
+
+
+_RECORD_COLUMNS = Columns(IdempotencyRecord, "i")
+
+
+def idempotency_record(*, tenant_id: int, scope: str, key: str) -> IdempotencyRecord | None:
+    """What an Idempotency-Key of the tenant remembers for ``scope``, or None (unique key; a
+    plain statement, as every write under a key asks it)."""
+    sql = (
+        f"SELECT {_RECORD_COLUMNS.columns} FROM {IdempotencyRecord._meta.db_table} i "  # noqa: S608
+        "WHERE i.tenant_id = %s AND i.scope = %s AND i.key = %s"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [tenant_id, scope, key])
+        row = cursor.fetchone()
+    return _RECORD_COLUMNS.take(row)[0] if row is not None else None
 
 
 def reservation_prefetch() -> list[Prefetch]:

@@ -2,6 +2,7 @@
 
 No rules live here beyond the shape of a value; the services decide what a booking may be."""
 
+import functools
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -282,6 +283,19 @@ class ReservationSerializer(FieldsBuiltOnce, serializers.ModelSerializer):
     def get_interruptions(self, reservation: Reservation) -> list[dict]:
         lost = [d for d in reservation.displacements.all() if d.gpus_lost]
         return InterruptionSerializer(lost, many=True).data
+
+
+@functools.cache
+def _reservation_renderer() -> ReservationSerializer:
+    # One instance, its fields built once: building them costs more than rendering a
+    # reservation, and rendering keeps no state, so one instance serves every call.
+    return ReservationSerializer()
+
+
+def reservation_data(reservation: Reservation) -> dict:
+    """The reservation as the API shows it (``ReservationSerializer``): a write's response and
+    its event's ``data``."""
+    return dict(_reservation_renderer().to_representation(reservation))
 
 
 class CapacityOfferSerializer(serializers.Serializer):

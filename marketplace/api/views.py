@@ -49,6 +49,7 @@ from marketplace.api.serializers import (
     ReservationSerializer,
     TenantSerializer,
     TenantSettingsSerializer,
+    reservation_data,
 )
 from marketplace.errors import IdempotencyKeyInUse, InvalidWindow, UnknownGpuModel
 from marketplace.models import ApiKey, Reservation, Tenant
@@ -153,7 +154,7 @@ def _written(outcome: tuple[Reservation, bool], status_code: int) -> Response:
     (the status is the operation's: 201 for a new quote or reservation, 200 for an extension).
     Under an Idempotency-Key, ``Idempotency-Key-Expires`` says until when it is remembered."""
     reservation, replayed = outcome
-    response = Response(ReservationSerializer(reservation).data, status=status_code)
+    response = Response(reservation_data(reservation), status=status_code)
     if replayed:
         response["Idempotent-Replayed"] = "true"
     expires_at = getattr(outcome, "key_expires_at", None)

@@ -355,7 +355,7 @@ def _replay(tenant: Tenant, scope: str, key: str | None, fingerprint: str) -> Id
     lock) and the key counts as new."""
     if not key:
         return None
-    record = IdempotencyRecord.objects.filter(tenant=tenant, scope=scope, key=key).first()
+    record = selectors.idempotency_record(tenant_id=tenant.pk, scope=scope, key=key)
     if record is None:
         return None
     expires_at = record.created_at + idempotency_key_ttl()
@@ -373,9 +373,10 @@ def _remember(
     """Record the outcome under the key; returns when the key expires (``None`` without one)."""
     if not key:
         return None
-    record = IdempotencyRecord.objects.create(
+    record = IdempotencyRecord(
         tenant=tenant, scope=scope, key=key, fingerprint=fingerprint, reservation=reservation
     )
+    insert_together(record)
     return record.created_at + idempotency_key_ttl()
 
 
