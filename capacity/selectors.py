@@ -23,6 +23,7 @@ from django.db.models import (
 from django.db.models.functions import Greatest
 
 from capacity.models import CapacityPool, GpuModel, Incident, PoolHour, Provider, Region
+from core.db import Columns, from_db
 from core.timeutils import HOUR, floor_hour, hour_range, hours_between, is_whole_hour, utcnow
 
 # --- the catalogue as tenants read it ----------------------------------------------------------
@@ -74,9 +75,8 @@ def pool_catalogue_entry(slug: str, currency: str | None) -> CapacityPool | None
         else "NULL"
     )
     sql = (
-        f"SELECT p.*, pv.slug AS provider_slug, r.code AS region_code, "  # noqa: S608
-        f"r.country AS region_country, g.slug AS gpu_model_slug, "
-        f"{price} AS price_per_gpu_hour, COALESCE(%s, p.currency) AS price_currency "
+        f"SELECT {_POOL_COLUMNS.columns}, pv.slug, r.code, r.country, g.slug, "  # noqa: S608
+        f"{price}, COALESCE(%s, p.currency) "
         f"FROM {CapacityPool._meta.db_table} p "
         f"JOIN {Region._meta.db_table} r ON r.id = p.region_id "
         f"JOIN {Provider._meta.db_table} pv ON pv.id = r.provider_id "
@@ -84,7 +84,29 @@ def pool_catalogue_entry(slug: str, currency: str | None) -> CapacityPool | None
         "WHERE p.slug = %s"
     )
     params = ([currency] if book is not None else []) + [currency, slug]
-    return next(iter(CapacityPool.objects.raw(sql, params)), None)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    pool, names = _POOL_COLUMNS.take(row)
+    # where the ORM puts annotations (pool_catalogue annotates these)
+    pool.__dict__.update(zip(_CATALOGUE_NAMES, names, strict=True))
+    if book is not None:
+        price = from_db(book, "price_per_gpu_hour", pool.__dict__["price_per_gpu_hour"])
+        pool.__dict__["price_per_gpu_hour"] = price
+    return pool
+
+
+_POOL_COLUMNS = Columns(CapacityPool, "p")
+_CATALOGUE_NAMES = (
+    "provider_slug",
+    "region_code",
+    "region_country",
+    "gpu_model_slug",
+    "price_per_gpu_hour",
+    "price_currency",
+)
 
 
 def incidents_overlapping(pool_id: int, start: datetime, end: datetime) -> QuerySet[Incident]:

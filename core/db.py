@@ -100,9 +100,7 @@ class Columns(Generic[M]):
     def _converters(self) -> list[tuple[int, list[Any], Col]]:
         found = []
         for index, field in enumerate(self.fields):
-            expression = Col(self.model._meta.db_table, field)
-            converters = connection.ops.get_db_converters(expression)
-            converters += expression.get_db_converters(connection)
+            converters, expression = _field_converters(self.model, field.name, connection.vendor)
             if converters:
                 found.append((index, converters, expression))
         return found
@@ -120,3 +118,19 @@ class Columns(Generic[M]):
 @functools.cache
 def _converters_of(columns: Columns[Any], vendor: str) -> list[tuple[int, list[Any], Col]]:
     return columns._converters()
+
+
+@functools.cache
+def _field_converters(model: type[models.Model], name: str, vendor: str) -> tuple[list[Any], Col]:
+    expression = Col(model._meta.db_table, model._meta.get_field(name))
+    converters = connection.ops.get_db_converters(expression)
+    return converters + expression.get_db_converters(connection), expression
+
+
+def from_db(model: type[models.Model], name: str, value: Any) -> Any:
+    """A value of ``model``'s field ``name`` as a plain statement returned it, converted as the
+    ORM converts it (SQLite returns a DECIMAL as a float, say)."""
+    converters, expression = _field_converters(model, name, connection.vendor)
+    for converter in converters:
+        value = converter(value, expression, connection)
+    return value

@@ -12,11 +12,11 @@ price. The total is unit price x GPUs x hours, rounded half up to the currency's
 
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import cast
 
-from django.db import connection, models
+from django.db import connection
 
 from capacity.models import CapacityPool
+from core.db import from_db
 from core.money import round_money, round_rate
 from marketplace.models import CancellationRule, CommitmentDiscount, PoolPrice, Tenant
 
@@ -37,15 +37,8 @@ class BookingTerms:
     cancellation_terms: list[dict[str, int | str]]
 
 
-def _percent(field: models.DecimalField, value: object) -> Decimal:
-    # As the field reads it: a float on SQLite, so quantized to its decimal places.
-    return cast(Decimal, field.to_python(value)).quantize(Decimal(10) ** -field.decimal_places)
-
-
 def booking_terms(hours: int) -> BookingTerms:
     """The terms in force now for a booking of ``hours`` hours, in one statement."""
-    discount = CommitmentDiscount._meta.get_field("percent")
-    fee = CancellationRule._meta.get_field("fee_percent")
     discounts, rules_table = CommitmentDiscount._meta.db_table, CancellationRule._meta.db_table
     sql = (
         f"SELECT NULL, percent FROM (SELECT percent FROM {discounts} "  # noqa: S608
@@ -59,9 +52,9 @@ def booking_terms(hours: int) -> BookingTerms:
     rules = []
     for notice, percent in rows:
         if notice is None:
-            commitment = _percent(cast(models.DecimalField, discount), percent)
+            commitment = from_db(CommitmentDiscount, "percent", percent)
         else:
-            rules.append((int(notice), _percent(cast(models.DecimalField, fee), percent)))
+            rules.append((int(notice), from_db(CancellationRule, "fee_percent", percent)))
     return BookingTerms(
         commitment_percent=commitment,
         cancellation_terms=[

@@ -1,13 +1,18 @@
 """Read-only catalogue API for any authenticated caller (tenant API key or operator session)."""
 
+from typing import Any
+
 from django.db.models import QuerySet
 from django.http import Http404
 from rest_framework import viewsets
+from rest_framework.request import Request
+from rest_framework.response import Response
 
 from capacity.api import serializers
 from capacity.api.filters import PoolFilter, RegionFilter
 from capacity.models import CapacityPool, GpuModel, Provider, Region
 from capacity.selectors import pool_catalogue, pool_catalogue_entry
+from core.api.serializers import represent
 
 
 class ProviderViewSet(viewsets.ReadOnlyModelViewSet):
@@ -48,6 +53,9 @@ class PoolViewSet(viewsets.ReadOnlyModelViewSet):
 
     def get_queryset(self) -> QuerySet[CapacityPool]:
         return pool_catalogue(self._currency())
+
+    def retrieve(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return Response(represent(self.get_serializer_class(), self.get_object()))
 
     def get_object(self) -> CapacityPool:
         # One pool by its slug: the filters and ordering are the list's.

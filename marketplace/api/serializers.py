@@ -2,7 +2,6 @@
 
 No rules live here beyond the shape of a value; the services decide what a booking may be."""
 
-import functools
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -14,7 +13,7 @@ from rest_framework.settings import ISO_8601
 
 from capacity.models import CapacityPool
 from core.api.permissions import SCOPES
-from core.api.serializers import FieldsBuiltOnce, JsonInputSerializer
+from core.api.serializers import FieldsBuiltOnce, JsonInputSerializer, represent
 from core.timeutils import offset_in_use, utcnow
 from marketplace.models import Reservation
 from marketplace.selectors import Window
@@ -285,17 +284,10 @@ class ReservationSerializer(FieldsBuiltOnce, serializers.ModelSerializer):
         return InterruptionSerializer(lost, many=True).data
 
 
-@functools.cache
-def _reservation_renderer() -> ReservationSerializer:
-    # One instance, its fields built once: building them costs more than rendering a
-    # reservation, and rendering keeps no state, so one instance serves every call.
-    return ReservationSerializer()
-
-
 def reservation_data(reservation: Reservation) -> dict:
     """The reservation as the API shows it (``ReservationSerializer``): a write's response and
     its event's ``data``."""
-    return dict(_reservation_renderer().to_representation(reservation))
+    return represent(ReservationSerializer, reservation)
 
 
 class CapacityOfferSerializer(serializers.Serializer):

@@ -3,7 +3,7 @@
 from rest_framework import serializers
 
 from capacity.models import GpuModel
-from core.api.serializers import FieldsBuiltOnce
+from core.api.serializers import FieldsBuiltOnce, _shared, represent
 
 
 class PlainGpuModelSerializer(serializers.ModelSerializer):
@@ -46,3 +46,20 @@ def test_the_fields_are_those_drf_builds():
     )
     # Built again for a second instance: still the same answer.
     assert GpuModelBuiltOnce(model).data == plain.data
+
+
+def test_represent_renders_what_data_renders_with_one_shared_serializer():
+    h100 = GpuModel(slug="h100", name="H100", memory_gb=80, vendor="nvidia")
+    b200 = GpuModel(slug="b200", name="B200", memory_gb=192, vendor="nvidia")
+
+    # each object as .data renders it, however many objects the shared instance rendered
+    assert represent(PlainGpuModelSerializer, h100) == PlainGpuModelSerializer(h100).data
+    assert represent(PlainGpuModelSerializer, b200) == PlainGpuModelSerializer(b200).data
+    assert represent(PlainGpuModelSerializer, h100) == {
+        "slug": "h100",
+        "label": "H100",
+        "memory_gb": 80,
+        "vendor": "nvidia",
+    }
+    # its fields were built once, for one instance
+    assert _shared(PlainGpuModelSerializer) is _shared(PlainGpuModelSerializer)
