@@ -20,6 +20,10 @@ a quarter per provider, a quarter per region):
 - ``availability_search``: a 1-48 h window in the loaded span (goal p99 < 50 ms);
 - ``earliest_windows``: 1-72 h within 2-30 days (goal p99 < 200 ms).
 
+After one unmeasured call of each, the process freezes what it has loaded out of the garbage
+collector's sight (``gc.freeze``), as every web worker does (gunicorn.conf.py): otherwise a
+full collection walking all of Django lands in some calls and doubles the p99.
+
 Each call's ceiling is the same question asked in one bare SQL statement on the same tables:
 for availability the ledger scan of the window over the candidate pools (missing rows count as
 the pool's sellable GPUs), for the earliest window the gaps between the hours that lack the
@@ -36,6 +40,7 @@ time cap. ``--reuse`` keeps a ``bench_search`` database an earlier run loaded wi
 figures (only migrating it), to time the searches again without the load."""
 
 import argparse
+import gc
 import os
 import random
 import sys
@@ -412,6 +417,9 @@ def time_searches(tenant, first_hour, span_hours: int, calls: int, seconds: floa
                     same = [w.start for w in windows] == [r[1] for r in rows]
                 if warm:
                     warm = False
+                    # As each web worker does once it has loaded the application
+                    # (gunicorn.conf.py): what is loaded stays out of full collections.
+                    gc.freeze()
                     continue
                 figures["service"].append(service_ms)
                 figures["bare"].append(bare_ms)
